@@ -1,0 +1,1 @@
+"""The board database shared by every template."""

@@ -1,0 +1,1 @@
+"""Compile models with TVM into Model Library Format archives, and read them back."""

@@ -1,0 +1,1 @@
+"""Per-platform template projects, and the portable C device runtime they share."""
