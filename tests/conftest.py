@@ -1,0 +1,40 @@
+"""Fixtures shared by the whole suite: where the repo and the reference models are."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# ../shared/models sits beside the checkout in CI and on developer machines; tests skip without it.
+SHARED_MODELS = REPO_ROOT.parent / "shared" / "models"
+
+
+def shared_model_path(name: str) -> Path:
+    """Path of a reference model in ../shared/models, or skip the test saying why."""
+    path = SHARED_MODELS / name
+    if not path.is_file():
+        pytest.skip(f"reference model {name} not found in {SHARED_MODELS} (../shared/models is absent)")
+    return path
+
+
+def require_tool(name: str) -> str:
+    """Path of a command-line tool on PATH, or skip the test saying which one is missing."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} not installed (run `make test` as root to install the toolchains)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_models() -> Path:
+    if not SHARED_MODELS.is_dir():
+        pytest.skip(f"{SHARED_MODELS} is absent; the reference-model tests need ../shared/models")
+    return SHARED_MODELS
