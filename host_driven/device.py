@@ -1,0 +1,220 @@
+"""The device RPC client: typed calls over a Session, with transfers chunked to the packet size.
+
+Tensor transfers are split into chunks that fill the negotiated packet and pipelined up to the
+session's window, so large tensors move at close to the link's speed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from typing import Callable, List, Optional, Tuple
+
+from . import protocol as P
+from .errors import ProtocolError
+from .session import Session
+
+Progress = Callable[[int, int], None]
+
+_DTYPE_KINDS = {0: "int", 1: "uint", 2: "float", 4: "bfloat"}
+
+
+def _version_text(version: int) -> str:
+    return f"{version >> 16}.{(version >> 8) & 0xFF}.{version & 0xFF}"
+
+
+def _strings(data: bytes, count: int) -> List[str]:
+    """`count` NUL-terminated strings (the device may cut the last ones short)."""
+    parts = data.split(b"\0")
+    return [(parts[i] if i < len(parts) else b"").decode("utf-8", "replace") for i in range(count)]
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceInfo:
+    """What the device reports about itself and the model it carries."""
+
+    runtime_version: str
+    protocol_version: int
+    model_abi_version: int
+    model_name: str
+    model_hash: str
+    board: str
+    arena_bytes: int
+    workspace_bytes: int
+    workspace_peak_bytes: int
+    max_packet: int
+    rx_window: int
+    timer_hz: int
+    num_tensors: int
+    num_kernels: int
+    inputs: Tuple[int, ...]
+    outputs: Tuple[int, ...]
+
+    @property
+    def num_inputs(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.outputs)
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of the device's model table."""
+
+    id: int
+    name: str
+    storage: str  # "arena" or "const"
+    dtype: str  # e.g. "int8", "float32"
+    shape: Tuple[int, ...]
+    offset: int
+    nbytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelInfo:
+    """One kernel of the device's model table, with its argument tensor ids."""
+
+    index: int
+    name: str
+    args: Tuple[int, ...]
+
+
+class DeviceClient:
+    """Typed commands to the device on an open Session."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        self._timer_hz: Optional[int] = None
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def ping(self, payload: bytes = b"") -> None:
+        """A round trip; the device echoes ``payload`` (fits one packet)."""
+        echo = self.session.request(P.CMD_PING, payload)
+        if echo != payload:
+            raise ProtocolError(f"PING echoed {len(echo)} bytes that differ from the {len(payload)} sent")
+
+    def info(self) -> DeviceInfo:
+        """Runtime, model and board facts, and the workspace high-water mark so far."""
+        data = self.session.request(P.CMD_INFO)
+        if len(data) < P.INFO_FIXED.size:
+            raise ProtocolError(f"INFO reply of {len(data)} bytes is shorter than {P.INFO_FIXED.size}")
+        (version, arena, workspace, peak, max_packet, timer_hz, num_tensors, num_kernels, num_inputs,
+         num_outputs, rx_window, abi, protocol_version) = P.INFO_FIXED.unpack_from(data)
+        at = P.INFO_FIXED.size
+        ids = struct.unpack_from(f"<{num_inputs + num_outputs}H", data, at)
+        at += 2 * len(ids)
+        name, model_hash, board = _strings(data[at:], 3)
+        self._timer_hz = timer_hz
+        return DeviceInfo(
+            runtime_version=_version_text(version), protocol_version=protocol_version,
+            model_abi_version=abi, model_name=name, model_hash=model_hash, board=board,
+            arena_bytes=arena, workspace_bytes=workspace, workspace_peak_bytes=peak,
+            max_packet=max_packet, rx_window=rx_window, timer_hz=timer_hz, num_tensors=num_tensors,
+            num_kernels=num_kernels, inputs=tuple(ids[:num_inputs]), outputs=tuple(ids[num_inputs:]),
+        )
+
+    @property
+    def timer_hz(self) -> int:
+        """Frequency of the device's tick counter (the unit of run/time results)."""
+        if self._timer_hz is None:
+            self.info()
+        return self._timer_hz  # type: ignore[return-value]
+
+    def tensor_info(self, tensor_id: int) -> TensorInfo:
+        """The device's entry for one tensor."""
+        data = self.session.request(P.CMD_TENSOR_INFO, struct.pack("<H", tensor_id))
+        storage, code, bits, ndim, offset, nbytes = P.TENSOR_INFO_FIXED.unpack_from(data)
+        at = P.TENSOR_INFO_FIXED.size
+        shape = struct.unpack_from(f"<{ndim}i", data, at)
+        (name,) = _strings(data[at + 4 * ndim:], 1)
+        return TensorInfo(id=tensor_id, name=name, storage="const" if storage == 1 else "arena",
+                          dtype=f"{_DTYPE_KINDS.get(code, f'code{code}_')}{bits}", shape=tuple(shape),
+                          offset=offset, nbytes=nbytes)
+
+    def kernel_info(self, index: int) -> KernelInfo:
+        """The device's entry for one kernel."""
+        data = self.session.request(P.CMD_KERNEL_INFO, struct.pack("<H", index))
+        (num_args,) = struct.unpack_from("<H", data)
+        args = struct.unpack_from(f"<{num_args}H", data, 2)
+        (name,) = _strings(data[2 + 2 * num_args:], 1)
+        return KernelInfo(index=index, name=name, args=tuple(args))
+
+    # -- tensors -------------------------------------------------------------------------------
+
+    def write_tensor(self, tensor_id: int, data, progress: Optional[Progress] = None) -> None:
+        """Write ``data`` (any bytes-like object) into a tensor, from its first byte.
+
+        A transfer larger than the tensor is refused by the device before anything is written.
+        ``progress(done_bytes, total_bytes)`` is called as chunks are acknowledged.
+        """
+        view = memoryview(data).cast("B")
+        total = len(view)
+        chunk = self.session.max_packet - P.HEADER.size - P.WRITE_ARGS.size
+        offsets = range(0, max(total, 1), chunk)
+        payloads = (P.WRITE_ARGS.pack(tensor_id, 0, at, total) + view[at:at + chunk] for at in offsets)
+        done = [0]
+
+        def on_reply(index: int, _payload: bytes) -> None:
+            done[0] += min(chunk, total - offsets[index])
+            progress(done[0], total)
+
+        self.session.request_many(P.CMD_WRITE, payloads, on_reply=on_reply if progress else None)
+
+    def read_tensor(self, tensor_id: int, nbytes: int, progress: Optional[Progress] = None) -> bytes:
+        """Read the first ``nbytes`` of a tensor (inputs, outputs, constants or intermediates)."""
+        chunk = self.session.max_packet - P.HEADER.size
+        offsets = range(0, max(nbytes, 1), chunk)
+        payloads = (P.READ_ARGS.pack(tensor_id, 0, at, min(chunk, nbytes - at), nbytes) for at in offsets)
+        done = [0]
+
+        def on_reply(index: int, payload: bytes) -> None:
+            expected = min(chunk, nbytes - offsets[index])
+            if len(payload) != expected:
+                raise ProtocolError(f"READ of tensor {tensor_id} at offset {offsets[index]} returned "
+                                    f"{len(payload)} bytes, not {expected}")
+            done[0] += expected
+            if progress is not None:
+                progress(done[0], nbytes)
+
+        return b"".join(self.session.request_many(P.CMD_READ, payloads, on_reply=on_reply))
+
+    # -- execution -----------------------------------------------------------------------------
+
+    def run(self, timeout: Optional[float] = None) -> int:
+        """Run the whole model once; returns the device ticks it took."""
+        return struct.unpack("<Q", self.session.request(P.CMD_RUN, timeout=timeout))[0]
+
+    def run_kernel(self, index: int, timeout: Optional[float] = None) -> int:
+        """Run one kernel on the tensors already in the arena; returns its device ticks."""
+        reply = self.session.request(P.CMD_RUN_KERNEL, struct.pack("<H", index), timeout=timeout)
+        return struct.unpack("<Q", reply)[0]
+
+    def time(self, kernel: Optional[int] = None, number: int = 1, repeat: int = 1,
+             timeout: Optional[float] = None) -> List[int]:
+        """Device-timed calls: ``repeat`` tick counts, each for ``number`` back-to-back calls.
+
+        ``kernel`` None times the whole model. ``timeout`` bounds each reply (one per packet of
+        tick counts), so give a long one for slow models or a large ``number``.
+        """
+        if number < 1 or repeat < 1:
+            raise ValueError(f"number and repeat must be at least 1, got number={number} repeat={repeat}")
+        target = P.TIME_WHOLE_MODEL if kernel is None else kernel
+        per_packet = (self.session.max_packet - P.HEADER.size) // 8
+        ticks: List[int] = []
+        while len(ticks) < repeat:
+            count = min(per_packet, repeat - len(ticks))
+            reply = self.session.request(P.CMD_TIME, P.TIME_ARGS.pack(target, 0, number, count),
+                                         timeout=timeout)
+            if len(reply) != 8 * count:
+                raise ProtocolError(f"TIME returned {len(reply)} bytes for {count} repeats")
+            ticks.extend(struct.unpack(f"<{count}Q", reply))
+        return ticks
+
+    def reset(self, timeout: Optional[float] = None) -> None:
+        """Reboot the device and open a new session on it (the arena's contents are lost)."""
+        self.session.request(P.CMD_RESET, timeout=timeout)
+        self.session.wait_for_reboot(timeout)
+        self.session.open()

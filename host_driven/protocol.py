@@ -1,0 +1,96 @@
+"""Wire constants of the host-driven protocol, mirroring templates/runtime/include/utvm/protocol.h.
+
+docs/host-driven-protocol.md is the spec of record; change both sides together.
+"""
+
+from __future__ import annotations
+
+import struct
+
+PROTOCOL_VERSION = 1
+# Smallest packet limit a session may negotiate (bytes, CRC excluded).
+MIN_PACKET = 64
+
+# Packet kinds (first byte of every packet).
+PKT_HELLO = 0x01
+PKT_WELCOME = 0x02
+PKT_ANNOUNCE = 0x03
+PKT_LOG = 0x04
+PKT_REQUEST = 0x10
+PKT_REPLY_OK = 0x11
+PKT_REPLY_ERR = 0x12
+
+# HELLO: kind, version, u16 reserved, u32 host nonce, u32 host max packet.
+HELLO = struct.Struct("<BBHII")
+# WELCOME: kind, version, u16 rx window, u32 host nonce, u32 session id, u32 device max packet,
+# u32 boot nonce.
+WELCOME = struct.Struct("<BBHIIII")
+# ANNOUNCE: kind, version, reason, reserved, u32 boot nonce.
+ANNOUNCE = struct.Struct("<BBBBI")
+# REQUEST / REPLY header: kind, command, u16 sequence number, u32 session id.
+HEADER = struct.Struct("<BBHI")
+
+# Commands.
+CMD_PING = 0x01
+CMD_INFO = 0x02
+CMD_TENSOR_INFO = 0x03
+CMD_KERNEL_INFO = 0x04
+CMD_WRITE = 0x10
+CMD_READ = 0x11
+CMD_RUN = 0x20
+CMD_RUN_KERNEL = 0x21
+CMD_TIME = 0x22
+CMD_RESET = 0x30
+
+COMMAND_NAMES = {
+    CMD_PING: "PING",
+    CMD_INFO: "INFO",
+    CMD_TENSOR_INFO: "TENSOR_INFO",
+    CMD_KERNEL_INFO: "KERNEL_INFO",
+    CMD_WRITE: "WRITE",
+    CMD_READ: "READ",
+    CMD_RUN: "RUN",
+    CMD_RUN_KERNEL: "RUN_KERNEL",
+    CMD_TIME: "TIME",
+    CMD_RESET: "RESET",
+}
+
+# Command arguments.
+WRITE_ARGS = struct.Struct("<HHII")  # tensor, flags, offset, total; data follows
+READ_ARGS = struct.Struct("<HHIII")  # tensor, flags, offset, nbytes, total
+TIME_ARGS = struct.Struct("<HHII")  # kernel (TIME_WHOLE_MODEL = the model), flags, number, repeat
+TIME_WHOLE_MODEL = 0xFFFF
+# INFO's fixed part; input ids, output ids and three NUL-terminated strings follow.
+INFO_FIXED = struct.Struct("<IIIIIQHHHHHBB")
+# TENSOR_INFO's fixed part; i32 shape[ndim] and the NUL-terminated name follow.
+TENSOR_INFO_FIXED = struct.Struct("<BBBBII")
+
+# Status codes of REPLY_ERR.
+ERR_UNKNOWN_COMMAND = 1
+ERR_BAD_LENGTH = 2
+ERR_BAD_TENSOR = 3
+ERR_OUT_OF_BOUNDS = 4
+ERR_READ_ONLY = 5
+ERR_BAD_KERNEL = 6
+ERR_KERNEL_FAILED = 7
+ERR_TOO_LARGE = 8
+ERR_BAD_SESSION = 9
+ERR_MODEL_MISMATCH = 10
+ERR_BAD_ARGUMENT = 11
+
+STATUS_NAMES = {
+    ERR_UNKNOWN_COMMAND: "UNKNOWN_COMMAND",
+    ERR_BAD_LENGTH: "BAD_LENGTH",
+    ERR_BAD_TENSOR: "BAD_TENSOR",
+    ERR_OUT_OF_BOUNDS: "OUT_OF_BOUNDS",
+    ERR_READ_ONLY: "READ_ONLY",
+    ERR_BAD_KERNEL: "BAD_KERNEL",
+    ERR_KERNEL_FAILED: "KERNEL_FAILED",
+    ERR_TOO_LARGE: "TOO_LARGE",
+    ERR_BAD_SESSION: "BAD_SESSION",
+    ERR_MODEL_MISMATCH: "MODEL_MISMATCH",
+    ERR_BAD_ARGUMENT: "BAD_ARGUMENT",
+}
+
+# Device log levels (LOG packets) and their Python logging levels.
+LOG_LEVELS = {1: 40, 2: 30, 3: 20, 4: 10}

@@ -1,0 +1,339 @@
+"""A host-driven session over any Transport: handshake, requests with retries, logs, reboots.
+
+See docs/host-driven-protocol.md. In short: ``open()`` sends HELLO (version, host nonce, the
+host's packet limit) until the device answers WELCOME (echoed nonce, a session id, its own
+limit); both sides then use the smaller limit. Each request carries a sequence number and the
+session id, and only the reply with both is taken as its answer. A lost or corrupted reply is
+retried with the same sequence number: the device replays its last reply instead of running a
+command twice, and every other command is idempotent. An ANNOUNCE (the device booted) during a
+session raises DeviceRebootedError; LOG packets go to Python logging at any time.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import secrets
+import time
+from typing import Callable, Deque, Dict, Iterable, List, Optional, Tuple
+
+from . import protocol as P
+from .errors import (
+    DeviceError,
+    DeviceRebootedError,
+    IoTimeoutError,
+    ProtocolError,
+    SessionClosedError,
+    TransportClosedError,
+)
+from .framing import FrameDecoder, encode
+from .transport import Transport
+
+DEVICE_LOGGER = logging.getLogger("utvm.device")
+_LOG = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_RETRIES = 3
+# The host's packet limit proposal; the device answers with its own and both use the smaller.
+DEFAULT_MAX_PACKET = 64 * 1024
+# Requests in flight at once, at most; the device's rx window may lower it.
+DEFAULT_WINDOW = 8
+RECENT_LOG_LINES = 20
+MIN_DECODE_LIMIT = 4096
+# Below glibc's mmap threshold: larger reads cost a fresh mapping (page faults) each time.
+_READ_BYTES = 64 * 1024
+
+LogHandler = Callable[[int, str], None]
+
+
+class Session:
+    """One host-driven session with a device over ``transport``.
+
+    ``timeout`` is how long to wait for each reply (and for each handshake attempt), ``retries``
+    how many times a request is re-sent before giving up. ``log_handler(level, text)`` is called
+    for every device log line (Python ``logging`` levels), in addition to the ``utvm.device``
+    logger. ``max_packet`` is the host's packet limit proposal and ``window`` how many requests
+    may be in flight during a transfer.
+    """
+
+    def __init__(self, transport: Transport, *, timeout: float = DEFAULT_TIMEOUT,
+                 retries: int = DEFAULT_RETRIES, log_handler: Optional[LogHandler] = None,
+                 max_packet: int = DEFAULT_MAX_PACKET, window: int = DEFAULT_WINDOW,
+                 open_timeout: Optional[float] = None):
+        if max_packet < P.MIN_PACKET:
+            raise ValueError(f"max_packet must be at least {P.MIN_PACKET} bytes, got {max_packet}")
+        if window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
+        self.transport = transport
+        self.timeout = timeout
+        self.retries = retries
+        self.log_handler = log_handler
+        self.host_max_packet = max_packet
+        self.host_window = window
+        self.open_timeout = open_timeout if open_timeout is not None else timeout * (retries + 1)
+        self.recent_logs: Deque[str] = collections.deque(maxlen=RECENT_LOG_LINES)
+        self.session_id = 0
+        self.boot_nonce: Optional[int] = None
+        self.device_max_packet = 0
+        self.max_packet = 0
+        self.window = 1
+        self.retransmissions = 0
+        # LOG lines are not bound by the negotiated limit (their own is UTVM_LOG_MAX_TEXT), so the
+        # decoder accepts a little more than a tiny proposal.
+        self._decoder = FrameDecoder(max(max_packet, MIN_DECODE_LIMIT))
+        # Packets decoded but not yet looked at (they arrived behind the last awaited reply).
+        self._pending: Deque[bytes] = collections.deque()
+        self._seq = secrets.randbelow(0x10000)
+        self._open = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def open(self) -> Session:
+        """Handshake with the device (again, after a reboot). Raises IoTimeoutError if it never answers."""
+        self._open = False
+        deadline = time.monotonic() + self.open_timeout
+        attempt_timeout = min(self.timeout, self.open_timeout)
+        while True:
+            # A fresh nonce per attempt: a late WELCOME to an earlier HELLO names a session the
+            # device has already replaced, so it must not be taken.
+            host_nonce = secrets.randbits(32) or 1
+            hello = P.HELLO.pack(P.PKT_HELLO, P.PROTOCOL_VERSION, 0, host_nonce, self.host_max_packet)
+            self.transport.write(encode(hello), attempt_timeout)
+            attempt_end = min(deadline, time.monotonic() + attempt_timeout)
+            while time.monotonic() < attempt_end:
+                for packet in self._packets_until(attempt_end):
+                    if self._take_welcome(packet, host_nonce):
+                        return self
+            if time.monotonic() >= deadline:
+                raise IoTimeoutError(
+                    f"the device did not answer the session handshake within {self.open_timeout:.3g} s; "
+                    "check that it is flashed with a utvm firmware and that the transport settings "
+                    "(port, baud rate) are right" + self._log_context())
+
+    def _take_welcome(self, packet: bytes, host_nonce: int) -> bool:
+        """Open the session if ``packet`` is the WELCOME to our HELLO; note a boot ANNOUNCE."""
+        if packet[0] == P.PKT_ANNOUNCE and len(packet) >= P.ANNOUNCE.size:
+            self.boot_nonce = P.ANNOUNCE.unpack_from(packet)[4]
+        if packet[0] != P.PKT_WELCOME or len(packet) < P.WELCOME.size:
+            return False
+        _, version, window, nonce, session_id, device_max, boot = P.WELCOME.unpack_from(packet)
+        if nonce != host_nonce:
+            return False  # the answer to an earlier HELLO
+        self._accept_welcome(version, window, session_id, device_max, boot)
+        return True
+
+    def _accept_welcome(self, version: int, window: int, session_id: int, device_max: int,
+                        boot: int) -> None:
+        if version != P.PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"the device speaks host-driven protocol version {version}, this host version "
+                f"{P.PROTOCOL_VERSION}", hint="rebuild and flash the project with this utvm version")
+        if session_id == 0:
+            raise ProtocolError(
+                f"the device refused the session (it needs a packet limit of at least {P.MIN_PACKET} "
+                f"bytes; the host proposed {self.host_max_packet})")
+        self.session_id = session_id
+        self.boot_nonce = boot
+        self.device_max_packet = device_max
+        self.max_packet = min(self.host_max_packet, device_max)
+        self.window = max(1, min(self.host_window, window))
+        self._open = True
+        _LOG.debug("session %08x open: packet %d bytes, window %d", session_id, self.max_packet, self.window)
+
+    def close(self) -> None:
+        """End the session and close its transport."""
+        self._open = False
+        self.transport.close()
+
+    def __enter__(self) -> Session:
+        if not self._open:
+            self.open()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def _log_context(self) -> str:
+        if not self.recent_logs:
+            return ""
+        return "; last device log lines: " + " | ".join(list(self.recent_logs)[-5:])
+
+    def _device_log(self, packet: bytes) -> None:
+        level = P.LOG_LEVELS.get(packet[1], logging.INFO) if len(packet) > 1 else logging.INFO
+        text = packet[2:].decode("utf-8", "replace")
+        self.recent_logs.append(text)
+        DEVICE_LOGGER.log(level, "%s", text)
+        if self.log_handler is not None:
+            self.log_handler(level, text)
+
+    def _packets_until(self, deadline: float) -> List[bytes]:
+        """Packets other than LOG that arrive before the deadline (at least one read is tried).
+
+        Returns as soon as one read produced any; an empty list means the deadline passed.
+        """
+        if self._pending:
+            packets = list(self._pending)
+            self._pending.clear()
+            return packets
+        while True:
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                data = self.transport.read(_READ_BYTES, remaining)
+            except IoTimeoutError:
+                return []
+            packets = []
+            for packet in self._decoder.feed(data):
+                if packet[0] == P.PKT_LOG:
+                    self._device_log(packet)
+                else:
+                    packets.append(packet)
+            if packets or time.monotonic() >= deadline:
+                return packets
+
+    def _reply_for(self, packet: bytes, outstanding: Dict[int, Tuple[int, int, bytes]]):
+        """(seq, payload, error) for a reply to one of ours, None for anything else to ignore."""
+        kind = packet[0]
+        if kind == P.PKT_ANNOUNCE:
+            self._open = False
+            nonce = P.ANNOUNCE.unpack_from(packet)[4] if len(packet) >= P.ANNOUNCE.size else None
+            self.boot_nonce = nonce
+            raise DeviceRebootedError(
+                "the device rebooted during the session" + (f" (boot nonce {nonce:08x})" if nonce else "")
+                + self._log_context())
+        if kind not in (P.PKT_REPLY_OK, P.PKT_REPLY_ERR) or len(packet) < P.HEADER.size:
+            return None
+        _, cmd, seq, session_id = P.HEADER.unpack_from(packet)
+        entry = outstanding.get(seq)
+        if session_id != self.session_id or entry is None or entry[1] != cmd:
+            _LOG.debug("ignoring a stale reply (seq %d, session %08x)", seq, session_id)
+            return None
+        payload = packet[P.HEADER.size:]
+        if kind == P.PKT_REPLY_OK:
+            return seq, payload, None
+        code = payload[0] if payload else 0
+        message = payload[1:].decode("utf-8", "replace")
+        if code == P.ERR_BAD_SESSION:
+            self._open = False
+            raise DeviceRebootedError(f"the device no longer knows this session: {message}"
+                                      + self._log_context())
+        return seq, payload, DeviceError(code, message)
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def request(self, cmd: int, payload: bytes = b"", timeout: Optional[float] = None) -> bytes:
+        """Send one command and return its reply payload; a device refusal raises DeviceError."""
+        return self.request_many(cmd, [payload], timeout=timeout)[0]
+
+    def request_many(self, cmd: int, payloads: Iterable[bytes], timeout: Optional[float] = None,
+                     on_reply: Optional[Callable[[int, bytes], None]] = None) -> List[bytes]:
+        """Send one command per payload, up to ``window`` in flight, and return the replies in order.
+
+        ``on_reply(index, payload)`` is called as each reply arrives. ``timeout`` bounds the wait
+        for each reply (not the whole batch). The first device error is raised once seen; replies
+        still in flight are then ignored as stale.
+        """
+        if not self._open:
+            raise SessionClosedError("the session is not open", hint="call Session.open() first")
+        timeout = self.timeout if timeout is None else timeout
+        name = P.COMMAND_NAMES.get(cmd, f"command {cmd}")
+        results: List[Optional[bytes]] = []
+        pending = iter(payloads)
+        exhausted = False
+        # seq -> (index, cmd, framed request), oldest first.
+        outstanding: Dict[int, Tuple[int, int, bytes]] = collections.OrderedDict()
+        retries_left = self.retries
+        deadline = 0.0
+        while True:
+            while not exhausted and len(outstanding) < self.window:
+                payload = next(pending, None)
+                if payload is None:
+                    exhausted = True
+                    break
+                frame = self._frame_request(cmd, payload)
+                outstanding[self._seq] = (len(results), cmd, frame)
+                results.append(None)
+                self._send(frame, timeout, name)
+                deadline = time.monotonic() + timeout
+            if not outstanding:
+                return results  # type: ignore[return-value]
+            bad_before = self._decoder.bad_frames
+            packets = self._receive(deadline, name)
+            progressed = False
+            for at, packet in enumerate(packets):
+                if not outstanding:
+                    # Everything awaited has arrived: what follows (an ANNOUNCE after a RESET's
+                    # reply, say) is for whoever reads next.
+                    self._pending.extend(packets[at:])
+                    break
+                reply = self._reply_for(packet, outstanding)
+                if reply is None:
+                    continue
+                seq, payload, error = reply
+                if error is not None:
+                    raise error
+                index = outstanding.pop(seq)[0]
+                results[index] = payload
+                progressed = True
+                if on_reply is not None:
+                    on_reply(index, payload)
+            if progressed:
+                deadline = time.monotonic() + timeout
+                continue
+            corrupted = self._decoder.bad_frames > bad_before
+            if not corrupted and time.monotonic() < deadline:
+                continue
+            if retries_left <= 0:
+                raise IoTimeoutError(
+                    f"no reply from the device to {name} within {timeout:.3g} s after {self.retries} "
+                    f"retries ({self._decoder.bad_frames} corrupted frames seen)" + self._log_context())
+            retries_left -= 1
+            # A corrupted frame was probably the oldest reply: re-send that one at once. A silent
+            # timeout may have lost any of them: re-send all. Replays and idempotence make this safe.
+            resend = list(outstanding.values())[:1] if corrupted else list(outstanding.values())
+            _LOG.debug("re-sending %d %s request(s) (%s)", len(resend), name,
+                       "corrupted frame" if corrupted else "timeout")
+            for _, _, frame in resend:
+                self.retransmissions += 1
+                self._send(frame, timeout, name)
+            deadline = time.monotonic() + timeout
+
+    def _frame_request(self, cmd: int, payload: bytes) -> bytes:
+        if P.HEADER.size + len(payload) > self.max_packet:
+            raise ValueError(f"{P.COMMAND_NAMES.get(cmd, cmd)} payload of {len(payload)} bytes does not fit "
+                             f"the negotiated packet of {self.max_packet} bytes")
+        self._seq = (self._seq + 1) & 0xFFFF
+        return encode(P.HEADER.pack(P.PKT_REQUEST, cmd, self._seq, self.session_id) + payload)
+
+    def _send(self, frame: bytes, timeout: float, name: str) -> None:
+        try:
+            self.transport.write(frame, timeout)
+        except TransportClosedError as err:
+            self._open = False
+            raise TransportClosedError(f"{err}\n(while sending {name})") from err
+
+    def _receive(self, deadline: float, name: str) -> List[bytes]:
+        try:
+            return self._packets_until(deadline)
+        except TransportClosedError as err:
+            self._open = False
+            raise TransportClosedError(f"{err}\n(while waiting for the reply to {name})"
+                                       + self._log_context()) from err
+
+    def wait_for_reboot(self, timeout: Optional[float] = None) -> int:
+        """Wait for the device's boot ANNOUNCE (after a reset); returns its boot nonce."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        self._open = False
+        while time.monotonic() < deadline:
+            for packet in self._packets_until(deadline):
+                if packet[0] == P.PKT_ANNOUNCE and len(packet) >= P.ANNOUNCE.size:
+                    self.boot_nonce = P.ANNOUNCE.unpack_from(packet)[4]
+                    return self.boot_nonce
+        raise IoTimeoutError(f"the device did not announce a reboot within {timeout:.3g} s"
+                             + self._log_context())

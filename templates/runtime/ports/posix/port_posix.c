@@ -1,0 +1,76 @@
+/*
+ * The POSIX port: the link is the process's stdin/stdout as binary pipes, the
+ * timer is CLOCK_MONOTONIC in nanoseconds, reset re-executes the program and
+ * abort exits with the code. Nothing else may write to stdout.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <stdint.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "utvm/port.h"
+#include "utvm_posix.h"
+
+#ifndef UTVM_BOARD_NAME
+#define UTVM_BOARD_NAME "host"
+#endif
+
+static char **saved_argv;
+
+void utvm_posix_set_argv(char **argv) { saved_argv = argv; }
+
+int32_t utvm_port_write(const uint8_t *data, uint32_t n) {
+  while (n > 0u) {
+    ssize_t w = write(STDOUT_FILENO, data, n);
+    if (w < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return -1;
+    }
+    data += w;
+    n -= (uint32_t)w;
+  }
+  return 0;
+}
+
+int32_t utvm_port_read(uint8_t *buf, uint32_t n) {
+  for (;;) {
+    ssize_t r = read(STDIN_FILENO, buf, n);
+    if (r > 0) {
+      return (int32_t)r;
+    }
+    if (r < 0 && errno == EINTR) {
+      continue;
+    }
+    return -1; /* end of file or a broken link */
+  }
+}
+
+uint64_t utvm_port_timer_ticks(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t utvm_port_timer_hz(void) { return 1000000000u; }
+
+void utvm_port_reset(void) {
+  /* Same pipes, fresh process: stdin/stdout survive exec, so the host sees a
+   * new boot announcement on the same link. */
+  if (saved_argv != NULL) {
+    execv("/proc/self/exe", saved_argv);
+    execvp(saved_argv[0], saved_argv);
+  }
+  utvm_port_abort(UTVM_POSIX_EXIT_RESET_FAILED);
+}
+
+void utvm_port_abort(int32_t code) {
+  /* Exit codes are 8 bits; never let an abort look like a clean exit (0). */
+  int status = (int)(code & 0xFF);
+  _exit(status != 0 ? status : 1);
+}
+
+const char *utvm_port_board_name(void) { return UTVM_BOARD_NAME; }

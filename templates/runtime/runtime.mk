@@ -1,0 +1,17 @@
+# The device runtime's sources for a template's Makefile:
+#   UTVM_RUNTIME_DIR := path/to/runtime
+#   include $(UTVM_RUNTIME_DIR)/runtime.mk
+#   CFLAGS += $(addprefix -I,$(UTVM_RUNTIME_INCLUDES))
+# A port (e.g. $(UTVM_RUNTIME_POSIX_SRCS)) and the model sources come on top.
+# runtime_files.json holds the same lists for Python.
+UTVM_RUNTIME_SRCS := \
+	$(UTVM_RUNTIME_DIR)/src/backend.c \
+	$(UTVM_RUNTIME_DIR)/src/commands.c \
+	$(UTVM_RUNTIME_DIR)/src/framing.c \
+	$(UTVM_RUNTIME_DIR)/src/plan.c \
+	$(UTVM_RUNTIME_DIR)/src/session.c
+UTVM_RUNTIME_INCLUDES := $(UTVM_RUNTIME_DIR)/include
+UTVM_RUNTIME_POSIX_SRCS := \
+	$(UTVM_RUNTIME_DIR)/ports/posix/port_posix.c \
+	$(UTVM_RUNTIME_DIR)/ports/posix/main_posix.c
+UTVM_RUNTIME_POSIX_INCLUDES := $(UTVM_RUNTIME_DIR)/ports/posix
