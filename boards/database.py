@@ -1,0 +1,202 @@
+"""Load and check the board database (boards.yaml) into immutable `Board` records."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import functools
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from utvm.project_api.errors import UserError
+
+DATABASE_PATH = Path(__file__).with_name("boards.yaml")
+
+PLATFORMS = ("baremetal", "zephyr", "arduino", "jetson", "host")
+KINDS = ("emulated", "physical", "host")
+_VID_PID = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{4}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Board:
+    """One board's facts. Lists are tuples and every call to `all_boards` builds fresh records,
+    so callers may keep or edit what they get without touching the shared database."""
+
+    name: str
+    title: str
+    kind: str  # "emulated" | "physical" | "host"
+    platforms: tuple
+    cpu: Optional[str]
+    clock_hz: Optional[int]
+    target: dict  # a TVM target dict, e.g. {"kind": "c", "mcpu": "cortex-m4"}
+    fpu: Optional[str]  # GCC -mfpu name
+    float_abi: Optional[str]  # GCC -mfloat-abi
+    ram_bytes: Optional[int]
+    flash_bytes: Optional[int]
+    memory: Optional[dict]  # {"flash": {"origin", "length"}, "ram": {...}} for linker scripts
+    usb_vid_pid: tuple  # "vvvv:pppp", lower-case hex
+    baud: Optional[int]
+    flash_runners: tuple  # most preferred first
+    emulator: Optional[dict]  # {"system", "machine", "cpu"}
+    twin: Optional[str]
+    notes: Optional[str] = None
+    openocd: tuple = ()  # OpenOCD -f config files
+    pyocd_target: Optional[str] = None
+    uart: Optional[dict] = None  # bare-metal UART driver: {"driver", "base", "rx_irq"}
+    zephyr_board: Optional[str] = None
+    arduino_fqbn: Optional[str] = None
+    gpu: Optional[dict] = None
+
+    @property
+    def flash_runner(self) -> Optional[str]:
+        """The preferred flash runner, or None when the board needs none (host)."""
+        return self.flash_runners[0] if self.flash_runners else None
+
+    @property
+    def is_emulated(self) -> bool:
+        return self.kind == "emulated"
+
+    def how_it_runs(self) -> str:
+        """One line for `utvm boards`: the emulator command and/or the physical flash runner."""
+        ways = []
+        if self.kind == "physical":
+            ways.append(f"physical ({' | '.join(self.flash_runners)})" if self.flash_runners else "physical")
+        if self.emulator:
+            machine = f" -M {self.emulator['machine']}" if self.emulator.get("machine") else ""
+            cpu = "" if machine else f" -cpu {self.emulator['cpu']}"
+            ways.append(f"{self.emulator['system']}{machine}{cpu}")
+        if self.kind == "host":
+            ways.append("native process")
+        return "; ".join(ways)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready copy (tuples become lists), as stored in generated projects."""
+        out = dataclasses.asdict(self)
+        for key, value in out.items():
+            if isinstance(value, tuple):
+                out[key] = list(value)
+        out["flash_runner"] = self.flash_runner
+        return out
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Board)}
+_REQUIRED = [f.name for f in dataclasses.fields(Board)
+             if f.default is dataclasses.MISSING and f.name != "name"]
+_TUPLE_FIELDS = ("platforms", "usb_vid_pid", "flash_runners", "openocd")
+
+
+def _problems(name: str, rec: Any, names: set) -> list:
+    """Everything wrong with one raw record, as sentences (empty when it is sound)."""
+    if not isinstance(rec, dict):
+        return [f"{name}: a record must be a mapping, got {type(rec).__name__}"]
+    out = [f"{name}: unknown field {k!r}" for k in rec if k not in _FIELDS or k == "name"]
+    out += [f"{name}: missing field {k!r}" for k in _REQUIRED if k not in rec]
+    if out:
+        return out
+    if rec["kind"] not in KINDS:
+        out.append(f"{name}: kind {rec['kind']!r} is not one of {KINDS}")
+    out += [f"{name}: unknown platform {p!r}" for p in rec["platforms"] if p not in PLATFORMS]
+    out += [f"{name}: bad USB id {v!r} (want 'vvvv:pppp', lower-case hex)"
+            for v in rec["usb_vid_pid"] if not _VID_PID.match(str(v))]
+    if not isinstance(rec["target"], dict) or "kind" not in rec["target"]:
+        out.append(f"{name}: target must be a TVM target dict with a 'kind'")
+    if rec["fpu"] and rec["float_abi"] not in ("hard", "softfp"):
+        out.append(f"{name}: an FPU ({rec['fpu']}) needs float_abi hard or softfp")
+    for key in ("ram_bytes", "flash_bytes", "clock_hz", "baud"):
+        if rec[key] is not None and (not isinstance(rec[key], int) or rec[key] <= 0):
+            out.append(f"{name}: {key} must be a positive integer or null")
+    memory = rec["memory"]
+    if memory is not None:
+        for region, size_key in (("flash", "flash_bytes"), ("ram", "ram_bytes")):
+            if memory.get(region, {}).get("length") != rec[size_key]:
+                out.append(f"{name}: memory.{region}.length must equal {size_key}")
+    if "baremetal" in rec["platforms"] and (memory is None or not rec.get("uart")):
+        out.append(f"{name}: a baremetal board needs a memory map and a uart")
+    if rec["emulator"] is not None and not rec["emulator"].get("system"):
+        out.append(f"{name}: emulator needs a 'system' (the emulator binary)")
+    if rec["kind"] == "emulated" and rec["emulator"] is None:
+        out.append(f"{name}: an emulated board needs an emulator")
+    twin = rec["twin"]
+    if twin is not None and twin not in names:
+        out.append(f"{name}: twin {twin!r} is not in the database")
+    return out
+
+
+def _twin_problems(records: dict) -> list:
+    """Twins pair a physical board with an emulated one; an emulated board's twin points back."""
+    out = []
+    for name, rec in records.items():
+        twin = rec["twin"]
+        if twin is None:
+            continue
+        other = records[twin]
+        if {rec["kind"], other["kind"]} != {"emulated", "physical"}:
+            out.append(f"{name}: twin {twin} must pair a physical board with an emulated one")
+        elif rec["kind"] == "emulated" and other["twin"] != name:
+            out.append(f"{name}: its twin {twin} must name {name} as its twin")
+    return out
+
+
+def parse_database(text: str, source: str = "boards.yaml") -> dict:
+    """Parse and check database text; returns {name: raw record}. Raises UserError listing every
+    problem found, so a bad edit to boards.yaml is reported in one go."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise UserError(f"{source} is not valid YAML: {err}") from err
+    if not isinstance(data, dict) or not data:
+        raise UserError(f"{source} must map board names to records")
+    problems = []
+    for name, rec in data.items():
+        problems += _problems(name, rec, set(data))
+    if not problems:
+        problems = _twin_problems(data)
+    if problems:
+        raise UserError(f"{source} has {len(problems)} problem(s):\n  " + "\n  ".join(problems),
+                        hint="fix the records named above; docs/boards.md describes every field")
+    return data
+
+
+@functools.cache
+def _load(path: str) -> dict:
+    return parse_database(Path(path).read_text(encoding="utf-8"), source=path)
+
+
+def _make(name: str, rec: dict) -> Board:
+    fields = copy.deepcopy(rec)
+    for key in _TUPLE_FIELDS:
+        if key in fields:
+            fields[key] = tuple(fields[key])
+    return Board(name=name, **fields)
+
+
+def all_boards(platform: Optional[str] = None) -> list:
+    """Every board in the database, in file order; only those a platform's template can target
+    when `platform` is given ("baremetal", "zephyr", "arduino", "jetson", "host")."""
+    if platform is not None and platform not in PLATFORMS:
+        raise UserError(f"unknown platform {platform!r}", hint=f"choose one of: {', '.join(PLATFORMS)}")
+    boards = [_make(n, r) for n, r in _load(str(DATABASE_PATH)).items()]
+    return [b for b in boards if platform is None or platform in b.platforms]
+
+
+def board_names(platform: Optional[str] = None) -> list:
+    """Names of `all_boards(platform)`, e.g. for a template's `board` option choices."""
+    return [b.name for b in all_boards(platform)]
+
+
+def get_board(name: str) -> Board:
+    """The board called `name`; an unknown name raises UserError naming the closest matches."""
+    records = _load(str(DATABASE_PATH))
+    if name in records:
+        return _make(name, records[name])
+    close = difflib.get_close_matches(name, list(records), n=4, cutoff=0.5)
+    hint = f"did you mean: {', '.join(close)}?" if close else "run `utvm boards` to list them"
+    raise UserError(f"unknown board {name!r}", hint=hint)
+
+
+def twin_of(board: Board) -> Optional[Board]:
+    """The emulated stand-in of a physical board (or the physical board an emulated one models)."""
+    return get_board(board.twin) if board.twin else None

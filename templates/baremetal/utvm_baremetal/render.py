@@ -1,0 +1,140 @@
+"""Lay out a bare-metal firmware tree: platform sources, the app, the runtime, the model, and the
+Makefile / linker script / board_config.h rendered from the board record.
+
+Runs when a project is generated (jinja2 is needed then, not afterwards).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Iterable, List, Optional
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent
+PLATFORM_SRC = TEMPLATE_DIR / "src" / "platform"
+APP_SRC = TEMPLATE_DIR / "src" / "app"
+BOARD_FILE = "board.json"
+DEFAULT_STACK_BYTES = 8192
+
+# Files in src/platform that belong to one UART driver only; the board record picks one.
+_UART_PREFIX = "uart_"
+
+
+def float_flags(board: dict) -> str:
+    """GCC floating-point flags for the board's FPU (soft float when it has none)."""
+    if board.get("fpu"):
+        return f"-mfloat-abi={board.get('float_abi') or 'hard'} -mfpu={board['fpu']}"
+    return "-mfloat-abi=soft"
+
+
+def _num_irq(board: dict) -> int:
+    # The vector table only needs to reach the UART's interrupt; whole banks of 32 keep it simple.
+    return max(32, (board["uart"]["rx_irq"] // 32 + 1) * 32)
+
+
+def _copy_files(files: Iterable[Path], dest: Path) -> List[Path]:
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for f in files:
+        shutil.copy2(f, dest / f.name)
+        out.append(dest / f.name)
+    return out
+
+
+def _jinja_env():
+    import jinja2  # only needed while generating
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def platform_sources(board: dict) -> List[Path]:
+    """The platform layer's files for this board: everything but the other boards' UART drivers."""
+    driver = board["uart"]["driver"]
+    chosen = PLATFORM_SRC / f"{_UART_PREFIX}{driver}.c"
+    if not chosen.is_file():
+        raise ValueError(f"board {board['name']}: no bare-metal UART driver {driver!r} (want {chosen.name})")
+    return sorted(p for p in PLATFORM_SRC.iterdir()
+                  if p.suffix in (".c", ".h") and (not p.name.startswith(_UART_PREFIX) or p == chosen))
+
+
+def _into_project(path: Path, project_dir: Path, dest: str) -> Path:
+    """path itself when it is inside project_dir, else a copy of it under project_dir / dest."""
+    path = Path(path).resolve()
+    if path.is_relative_to(project_dir.resolve()):
+        return path
+    target = project_dir / dest / path.name
+    if path.is_dir():
+        shutil.copytree(path, target, dirs_exist_ok=True)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    return target.resolve()
+
+
+def write_firmware_tree(
+    project_dir: Path,
+    board: dict,
+    app: str,
+    runtime_include_dir: Path,
+    runtime_sources: Iterable[Path] = (),
+    generated_sources: Iterable[Path] = (),
+    include_dirs: Iterable[Path] = (),
+    app_sources: Iterable[Path] = (),
+    extra_headers: Iterable[Path] = (),
+    semihosting: Optional[bool] = None,
+    stack_bytes: int = DEFAULT_STACK_BYTES,
+    defines: Iterable[str] = (),
+) -> None:
+    """Write a buildable firmware tree into project_dir (which may already hold other files).
+
+    app names the main program in src/app (without .c). Our C (platform, app, app_sources,
+    runtime_sources) is compiled warnings-clean with -Werror; generated_sources (the model's C)
+    with warnings only. Sources and include_dirs already inside project_dir are used where they
+    are; others are copied in. semihosting defaults to on for emulated boards.
+    """
+    project_dir = Path(project_dir)
+    if semihosting is None:
+        semihosting = board.get("kind") == "emulated"
+    strict = _copy_files(platform_sources(board), project_dir / "src" / "platform")
+    strict += _copy_files([APP_SRC / f"{app}.c"], project_dir / "src" / "app")
+    strict += [_into_project(p, project_dir, "src/app") for p in app_sources]
+    shutil.copytree(runtime_include_dir, project_dir / "runtime" / "include", dirs_exist_ok=True)
+    runtime_sources = list(runtime_sources)
+    strict += _copy_files(runtime_sources, project_dir / "runtime" / "src")
+    generated = [_into_project(p, project_dir, "model/src") for p in generated_sources]
+    includes = ["include", "src/platform", "runtime/include"] + (["runtime/src"] if runtime_sources else [])
+    includes += [_into_project(d, project_dir, "model/include").relative_to(project_dir.resolve()).as_posix()
+                 for d in include_dirs]
+    _copy_files(extra_headers, project_dir / "include")
+    root = project_dir.resolve()
+
+    env = _jinja_env()
+    context = {
+        "board": board,
+        "flash": board["memory"]["flash"],
+        "ram": board["memory"]["ram"],
+        "stack_bytes": stack_bytes,
+        "num_irq": _num_irq(board),
+        "semihosting": semihosting,
+        "float_flags": float_flags(board),
+        "defines": list(defines),
+        "include_dirs": includes,
+        "strict_sources": [p.resolve().relative_to(root).as_posix() for p in strict if p.suffix == ".c"],
+        "generated_sources": [p.relative_to(root).as_posix() for p in generated if p.suffix == ".c"],
+    }
+    (project_dir / "include").mkdir(parents=True, exist_ok=True)
+    for template, dest in (("Makefile.j2", "Makefile"), ("linker.ld.j2", "linker.ld"),
+                           ("board_config.h.j2", "include/board_config.h")):
+        (project_dir / dest).write_text(env.get_template(template).render(context), encoding="utf-8")
+    board_json = json.dumps(board, indent=2, sort_keys=True) + "\n"
+    (project_dir / BOARD_FILE).write_text(board_json, encoding="utf-8")
+
+
+def read_board(project_dir: Path) -> dict:
+    """The board record a project was generated for (saved as board.json)."""
+    return json.loads((Path(project_dir) / BOARD_FILE).read_text(encoding="utf-8"))

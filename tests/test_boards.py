@@ -1,0 +1,206 @@
+"""The board database: records, lookups, checks on bad records, `utvm boards`, and the fit check."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+from utvm.boards import (
+    PLATFORMS,
+    Footprint,
+    all_boards,
+    board_names,
+    check_fit,
+    footprint_from_metadata,
+    get_board,
+    parse_database,
+    twin_of,
+)
+from utvm.boards import cli as boards_cli
+from utvm.boards.database import DATABASE_PATH
+from utvm.project_api.errors import UserError
+
+REQUIRED_BOARDS = [
+    "mps2_an385", "mps2_an386", "mps2_an500", "nucleo_f746zg", "nucleo_l4r5zi", "nrf5340dk",
+    "stm32f746g_disco", "mimxrt1050_evk", "arduino_uno", "arduino_mega2560", "arduino_nano33ble",
+    "arduino_due", "arduino_portenta_h7", "arduino_rpipico", "jetson_nano", "jetson_xavier_nx",
+    "jetson_orin_nano",
+]
+
+
+def test_every_required_board_is_recorded():
+    names = board_names()
+    assert len(names) == len(set(names))
+    missing = [n for n in REQUIRED_BOARDS if n not in names]
+    assert not missing
+
+
+@pytest.mark.parametrize("name,cpu,fpu,machine", [
+    ("mps2_an385", "cortex-m3", None, "mps2-an385"),
+    ("mps2_an386", "cortex-m4", "fpv4-sp-d16", "mps2-an386"),
+    ("mps2_an500", "cortex-m7", "fpv5-d16", "mps2-an500"),
+])
+def test_emulated_cortex_m_boards(name, cpu, fpu, machine):
+    board = get_board(name)
+    assert board.is_emulated and "baremetal" in board.platforms
+    assert (board.cpu, board.fpu, board.target) == (cpu, fpu, {"kind": "c", "mcpu": cpu})
+    assert board.emulator == {"system": "qemu-system-arm", "machine": machine, "cpu": cpu}
+    assert board.flash_runner == "qemu"
+    assert board.memory["ram"] == {"origin": 0x20000000, "length": board.ram_bytes}
+    assert board.uart["base"] == 0x40004000
+
+
+def test_real_boards_carry_their_facts():
+    f746 = get_board("nucleo_f746zg")
+    assert (f746.ram_bytes, f746.flash_bytes, f746.fpu) == (320 * 1024, 1024 * 1024, "fpv5-sp-d16")
+    assert f746.usb_vid_pid == ("0483:374b",)
+    assert get_board("arduino_uno").usb_vid_pid[0] == "2341:0043"
+    assert get_board("arduino_uno").ram_bytes == 2048
+    assert get_board("nucleo_l4r5zi").ram_bytes == 640 * 1024
+
+
+def test_twins_link_physical_and_emulated_boards():
+    for board in all_boards():
+        twin = twin_of(board)
+        if twin is None:
+            continue
+        assert {board.kind, twin.kind} == {"physical", "emulated"}
+        if board.is_emulated:
+            assert twin.twin == board.name
+    assert twin_of(get_board("nucleo_f746zg")).name == "mps2_an500"
+    assert twin_of(get_board("mps2_an500")).name == "nucleo_f746zg"
+
+
+def test_platform_filter():
+    baremetal = all_boards("baremetal")
+    assert {b.name for b in baremetal} >= {"mps2_an385", "mps2_an386", "mps2_an500"}
+    assert all("baremetal" in b.platforms for b in baremetal)
+    for platform in PLATFORMS:
+        assert all_boards(platform), f"no board for platform {platform}"
+    with pytest.raises(UserError, match="unknown platform"):
+        all_boards("windows")
+
+
+def test_unknown_board_names_close_matches():
+    with pytest.raises(UserError) as info:
+        get_board("mps2_an368")
+    assert "unknown board 'mps2_an368'" in str(info.value)
+    assert "mps2_an386" in info.value.hint
+
+
+def test_records_are_independent_copies():
+    board = get_board("mps2_an386")
+    board.target["mcpu"] = "changed"
+    assert get_board("mps2_an386").target["mcpu"] == "cortex-m4"
+    with pytest.raises(AttributeError):
+        board.cpu = "cortex-m0"  # frozen
+
+
+def test_to_dict_round_trips_through_json():
+    record = json.loads(json.dumps(get_board("mps2_an386").to_dict()))
+    assert record["platforms"] == ["baremetal"] and record["name"] == "mps2_an386"
+
+
+def _raw(**changes):
+    rec = dict(title="t", kind="physical", platforms=["zephyr"], cpu="cortex-m4", clock_hz=1,
+               target={"kind": "c"}, fpu=None, float_abi="soft", ram_bytes=1024, flash_bytes=2048,
+               memory=None, usb_vid_pid=[], baud=115200, flash_runners=["openocd"], emulator=None, twin=None)
+    rec.update(changes)
+    return rec
+
+
+def test_bad_records_are_all_reported():
+    import yaml
+
+    text = yaml.safe_dump({
+        "a": _raw(usb_vid_pid=["483:374B"]),
+        "d": _raw(colour="red"),
+        "b": _raw(platforms=["windows"], fpu="fpv4-sp-d16", float_abi="soft", ram_bytes=-1),
+        "c": _raw(twin="nowhere"),
+    })
+    with pytest.raises(UserError) as info:
+        parse_database(text)
+    message = str(info.value)
+    for expected in ("unknown field 'colour'", "bad USB id '483:374B'", "unknown platform 'windows'",
+                     "needs float_abi hard", "ram_bytes must be a positive integer", "twin 'nowhere'"):
+        assert expected in message
+
+
+def test_twin_must_pair_physical_with_emulated():
+    import yaml
+
+    text = yaml.safe_dump({"a": _raw(twin="b"), "b": _raw(twin="a")})
+    with pytest.raises(UserError, match="must pair a physical board with an emulated one"):
+        parse_database(text)
+
+
+def test_shipped_database_parses_cleanly():
+    records = parse_database(DATABASE_PATH.read_text())
+    assert set(records) == set(board_names())
+
+
+def _run_cli(*argv):
+    parser = argparse.ArgumentParser(prog="utvm")
+    boards_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["boards", *argv])
+    out = io.StringIO()
+    assert args.func(args, out=out) == 0
+    return out.getvalue()
+
+
+def test_cli_lists_boards_with_how_they_run():
+    text = _run_cli()
+    lines = text.splitlines()
+    assert lines[0].split()[:5] == ["NAME", "CPU", "RAM", "FLASH", "PLATFORMS"]
+    an385 = next(line for line in lines if line.startswith("mps2_an385 "))
+    assert "cortex-m3" in an385 and "4 MiB" in an385 and "qemu-system-arm -M mps2-an385" in an385
+    f746 = next(line for line in lines if line.startswith("nucleo_f746zg "))
+    assert "320 KiB" in f746 and "physical (openocd | pyocd)" in f746
+    assert "not real-board timings" in text
+
+
+def test_cli_template_filter_and_json():
+    text = _run_cli("--template", "baremetal")
+    assert "mps2_an500" in text and "nucleo_f746zg" not in text
+    records = json.loads(_run_cli("--template", "arduino", "--json"))
+    assert records and all("arduino" in r["platforms"] for r in records)
+    with pytest.raises(UserError, match="no boards are recorded for template"):
+        _run_cli("--template", "windows")
+
+
+def test_cli_does_not_import_tvm():
+    code = ("import sys, argparse, io; from utvm.boards import cli; p = argparse.ArgumentParser(); "
+            "cli.register(p.add_subparsers()); a = p.parse_args(['boards']); a.func(a, out=io.StringIO()); "
+            "assert 'tvm' not in sys.modules, 'tvm was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_fit_check_passes_and_fails_with_both_numbers():
+    board = get_board("arduino_uno")
+    check_fit(board, Footprint(ram={"arena": 1000, "runtime and stack": 500}, flash={"runtime code": 8000}))
+    with pytest.raises(UserError) as info:
+        check_fit(board, Footprint(ram={"arena": 3000, "runtime and stack": 500},
+                                   flash={"runtime code": 8000, "constant w": 40000}))
+    message = str(info.value)
+    assert "does not fit arduino_uno" in message
+    assert "3500 bytes) of RAM, the board has 2 KiB (2048 bytes)" in message
+    assert "48000 bytes) of flash, the board has 32 KiB (32768 bytes)" in message
+    assert "largest: constant w 39.1 KiB, runtime code 7.8 KiB" in message
+
+
+def test_footprint_from_metadata_names_the_largest_constants():
+    metadata = {
+        "memory": {"arena_bytes": 4096, "workspace_bytes": 256, "constant_bytes": 7000, "io_bytes": 100},
+        "plan": {"tensors": [{"name": f"c{i}", "storage": "const", "nbytes": 1000 * i} for i in range(1, 4)]
+                 + [{"name": "tiny", "storage": "const", "nbytes": 1000},
+                    {"name": "x", "storage": "arena", "nbytes": 9}]},
+    }
+    fp = footprint_from_metadata(metadata, runtime_ram=2048, runtime_flash=6000)
+    assert fp.ram == {"arena": 4096, "workspace": 256, "runtime and stack": 2048}
+    assert fp.flash == {"runtime code": 6000, "constant c3": 3000, "constant c2": 2000, "constant c1": 1000,
+                        "other constants": 1000}
+    assert fp.flash_bytes == 13000
