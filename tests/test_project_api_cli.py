@@ -152,3 +152,14 @@ def test_create_project_compiles_a_model_file_first(tmp_path):
     with tarfile.open(tmp_path / "proj" / "model.tar") as tar:
         assert "metadata.json" in [m.name.lstrip("./") for m in tar.getmembers()]
     assert "ad01" in (tmp_path / "proj" / "src" / "main.c").read_text()
+
+
+def test_output_cut_short_by_a_closed_pipe_is_not_an_error():
+    """`utvm boards | head -1` must not print a BrokenPipeError traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "utvm.project_api.cli", "boards"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # the reader goes away before the table is written out
+    _, err = proc.communicate(timeout=60)
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err, err.decode()
