@@ -379,7 +379,9 @@ void utvm_commands_dispatch(uint8_t cmd, const uint8_t *args, uint32_t args_len,
       break;
     case UTVM_CMD_RUN:
     case UTVM_CMD_RUN_KERNEL:
-      if (check_model(r) == 0 && check_len(r, cmd, args_len, cmd == UTVM_CMD_RUN ? 0u : 2u, 0) == 0) {
+      /* RUN_KERNEL's index is checked here: cmd_time reads 0xFFFF as "the whole model". */
+      if (check_model(r) == 0 && check_len(r, cmd, args_len, cmd == UTVM_CMD_RUN ? 0u : 2u, 0) == 0 &&
+          (cmd == UTVM_CMD_RUN || check_kernel(r, utvm_get_u16(args)) == 0)) {
         cmd_time(r, cmd == UTVM_CMD_RUN ? UTVM_TIME_WHOLE_MODEL : utvm_get_u16(args), 1, 1);
       }
       break;
