@@ -60,10 +60,20 @@ def footprint_from_metadata(metadata: dict, runtime_ram: int, runtime_flash: int
 
 
 def _named_constants(metadata: dict) -> Dict[str, int]:
-    """{name: bytes} of the plan's constant tensors (they live in flash)."""
+    """{name: bytes} of the plan's constant tensors (they live in flash). A constant is also named
+    by the first kernel that reads it, since importers often give weights generic names."""
     plan = metadata.get("plan") or {}
-    return {str(t["name"]): int(t["nbytes"]) for t in plan.get("tensors") or []
-            if isinstance(t, dict) and t.get("storage") == "const" and "name" in t and "nbytes" in t}
+    readers: Dict[int, str] = {}
+    for kernel in plan.get("kernels") or []:
+        if isinstance(kernel, dict) and "name" in kernel:
+            for arg in kernel.get("args") or []:
+                readers.setdefault(arg, str(kernel["name"]))
+    out = {}
+    for t in plan.get("tensors") or []:
+        if isinstance(t, dict) and t.get("storage") == "const" and "name" in t and "nbytes" in t:
+            reader = readers.get(t.get("id"))
+            out[f"{t['name']} (read by {reader})" if reader else str(t["name"])] = int(t["nbytes"])
+    return out
 
 
 def _largest(consumers: Dict[str, int], n: int = 3) -> str:

@@ -124,6 +124,21 @@ class UnsupportedTVMVersionError(ServerError):
     """The client's TVM version is one this server does not support."""
 
 
+class BuildError(ServerError):
+    """The project's build tool or compiler failed; its output is in the server's output."""
+
+
+class ProjectStateError(ServerError):
+    """A method was called on a project that is not ready for it (not built, wrong project type)."""
+
+
+def log_step(options: Dict[str, Any], platform_name: str, text: str) -> None:
+    """Print one step of a handler's work on the server's stdout (a log, not the channel) when the
+    call's ``verbose`` option is set."""
+    if options.get("verbose"):
+        print(f"{platform_name}: {text}", flush=True)
+
+
 class _RequestError(Exception):
     """A request the server must answer with a JSON-RPC protocol error (not a handler error)."""
 
@@ -303,6 +318,22 @@ def _check_params(method: str, params: Dict[str, Any]) -> None:
     timeout = params.get("timeout_sec")
     if timeout is not None and timeout < 0:
         raise _RequestError(ErrorCode.INVALID_PARAMS, f"{method}: timeout_sec must not be negative")
+
+
+def template_server_info(
+    server_dir, platform_name: str, project_options: List[ProjectOption], model_file: str = "model.tar"
+) -> ServerInfo:
+    """The server_info_query reply of a template that copies itself into the projects it makes:
+    a template until a project file is beside the server, then a project whose MLF copy is
+    ``model_file`` in ``server_dir``."""
+    server_dir = pathlib.Path(server_dir)
+    generated = is_generated_project(server_dir)
+    return ServerInfo(
+        platform_name=platform_name,
+        is_template=not generated,
+        model_library_format_path=str(server_dir / model_file) if generated else None,
+        project_options=project_options,
+    )
 
 
 def load_project_file(directory) -> Optional[Dict[str, Any]]:

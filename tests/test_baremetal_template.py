@@ -8,12 +8,10 @@ TVM; a TVM-compiled model runs through the same template in test_baremetal_tvm_m
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pathlib
 import signal
-import tarfile
 import time
 
 import numpy as np
@@ -25,6 +23,7 @@ from utvm.host_driven.device import DeviceClient
 from utvm.host_driven.executor import Session as ModelSession
 from utvm.host_driven.session import Session
 from utvm.host_driven.transport import SubprocessTransport
+from utvm.model_library.archive import write_archive
 from utvm.project_api.errors import UserError
 from utvm.project_api.project import TemplateProject
 
@@ -63,17 +62,11 @@ def _fixture_metadata(arena_bytes: int = ARENA) -> dict:
 
 
 def _write_mlf(path, metadata: dict):
-    files = {
+    return write_archive(path, {
         "metadata.json": json.dumps(metadata, indent=2).encode(),
         "codegen/host/src/fixture_model.c": (FIXTURE_DIR / "fixture_model.c").read_bytes(),
         "codegen/host/include/utvm_model_config.h": (FIXTURE_DIR / "utvm_model_config.h").read_bytes(),
-    }
-    with tarfile.open(path, "w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
+    })
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +141,9 @@ def test_aot_standalone_project(template, fixture_mlf, posix_output, tmp_path):
     assert (report["status"], report["exit_status"], report["error"]) == (0, 0, None)
     assert report["emulated"] and "not real-board timings" in report["note"]
     assert report["ticks"] > 0 and report["timer_hz"] == 25_000_000
+    # Under -icount shift=0 a device second is 10^9 instructions.
+    assert report["instructions"] == round(report["ticks"] / 25e6 * 1e9) > 0
+    assert f"{report['instructions']} instructions (-icount shift=0)" in report["note"]
     [output] = report["outputs"]
     np.testing.assert_array_equal(np.frombuffer(bytes.fromhex(output["hex"]), dtype=np.int8), posix_output)
 

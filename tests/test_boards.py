@@ -48,7 +48,7 @@ def test_emulated_cortex_m_boards(name, cpu, fpu, machine):
     board = get_board(name)
     assert board.is_emulated and "baremetal" in board.platforms
     assert (board.cpu, board.fpu, board.target) == (cpu, fpu, {"kind": "c", "mcpu": cpu})
-    assert board.emulator == {"system": "qemu-system-arm", "machine": machine, "cpu": cpu}
+    assert board.emulator == {"system": "qemu-system-arm", "machine": machine, "cpu": cpu, "icount_shift": 0}
     assert board.flash_runner == "qemu"
     assert board.memory["ram"] == {"origin": 0x20000000, "length": board.ram_bytes}
     assert board.uart["base"] == 0x40004000
@@ -204,3 +204,18 @@ def test_footprint_from_metadata_names_the_largest_constants():
     assert fp.flash == {"runtime code": 6000, "constant c3": 3000, "constant c2": 2000, "constant c1": 1000,
                         "other constants": 1000}
     assert fp.flash_bytes == 13000
+
+
+def test_constants_are_also_named_by_the_kernel_that_reads_them():
+    # Importers often call weights const_0, const_1: the reading kernel says which layer they are.
+    metadata = {
+        "memory": {"arena_bytes": 64, "constant_bytes": 3000},
+        "plan": {"tensors": [{"id": 0, "name": "x", "storage": "arena", "nbytes": 64},
+                             {"id": 1, "name": "const_0", "storage": "const", "nbytes": 2000},
+                             {"id": 2, "name": "const_1", "storage": "const", "nbytes": 1000}],
+                 "kernels": [{"name": "fused_conv2d_relu", "args": [0, 1, 0]},
+                             {"name": "dense", "args": [0, 2]}]},
+    }
+    fp = footprint_from_metadata(metadata, runtime_ram=0, runtime_flash=0)
+    assert fp.flash == {"constant const_0 (read by fused_conv2d_relu)": 2000,
+                        "constant const_1 (read by dense)": 1000}

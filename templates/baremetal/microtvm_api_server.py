@@ -40,16 +40,18 @@ except ImportError:
     sys.path.insert(0, str(HERE.parents[1] / "project_api"))
     import server
 
-from utvm_baremetal import discovery, elf_sizes, flash_runners, qemu, render, standalone  # noqa: E402
+from utvm_baremetal import discovery, flash_runners, qemu, render, size_report, standalone  # noqa: E402
 
 PLATFORM_NAME = "baremetal"
 PROJECT_TYPES = ("host_driven", "aot_standalone")
 ELF = "build/firmware.elf"
+MAP_FILE = "build/firmware.map"
 SIZES_FILE = "build/sizes.json"
 STANDALONE_INPUTS_C = "src/app/standalone_inputs.c"
 STANDALONE_INPUTS_NPZ = "standalone_inputs.npz"
-# What the runtime and the port take besides the model, measured on Cortex-M3/M4 builds (-Os) with
-# some margin: code and constant tables in flash; buffers and state in RAM (the stack comes on top).
+# The fit check's allowance for everything but the model's constants and arena. Flash: the runtime,
+# platform and C library code measure under 7 KiB (-Os, `build` reports it); the rest is room for the
+# model's kernel code, only known once compiled. RAM: buffers and state (the stack comes on top).
 RUNTIME_FLASH_BYTES = 12 * 1024
 RUNTIME_RAM_BYTES = 3 * 1024
 DEFAULT_READ_TIMEOUT_SEC = 300.0
@@ -93,23 +95,19 @@ def _options_schema():
         opt("serial_port", type="str", optional=["open_transport"],
             help="serial device of a physical board (default: found by the board's USB VID:PID)"),
         opt("qemu_icount", type="bool", default=True, optional=["open_transport"],
-            help="emulated boards: -icount shift=0, so the device clock counts instructions (1 ns each)"),
+            help="emulated boards: run QEMU with -icount (the board's icount_shift, 0: 1 ns per "
+                 "instruction), so the device clock counts instructions"),
         opt("verbose", type="bool", default=False,
             optional=["generate_project", "build", "flash", "open_transport"], help="print each step"),
     ]
 
 
-class BuildError(server.ServerError):
-    """make or the compiler failed; its output is in the server's output."""
-
-
-class ProjectStateError(server.ServerError):
-    """A method was called on a project that is not ready for it (not built, wrong project type)."""
+BuildError = server.BuildError
+ProjectStateError = server.ProjectStateError
 
 
 def _log(options, text):
-    if options.get("verbose"):
-        print(f"baremetal: {text}", flush=True)
+    server.log_step(options, PLATFORM_NAME, text)
 
 
 # ---- generate_project (runs in the template, where utvm, numpy and jinja2 are installed) -------
@@ -203,24 +201,26 @@ def _generate(mlf_path, project_dir, options):
 # ---- the generated project (standard library and pyserial only) -------------------------------
 
 
-def _report_sizes(board):
-    """Section sizes from the ELF, against the board; saved in build/sizes.json and printed."""
-    sizes = elf_sizes.read_elf_sizes(HERE / ELF)
-    record = sizes.to_dict()
-    record.update(flash_bytes=sizes.flash_bytes, ram_bytes=sizes.ram_bytes,
-                  board_flash_bytes=board["flash_bytes"], board_ram_bytes=board["ram_bytes"])
+def _report_sizes(board, cflags):
+    """Sizes from the ELF and the link map, against the board; saved in build/sizes.json and printed."""
+    record, lines = size_report.size_report(HERE / ELF, HERE / MAP_FILE, board, cflags, label=ELF)
     (HERE / SIZES_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    print(f"baremetal: {ELF}: .text {sizes.text} B, .data {sizes.data} B, .bss {sizes.bss} B, "
-          f"stack {sizes.stack} B; flash {sizes.flash_bytes} of {board['flash_bytes']} B, "
-          f"RAM {sizes.ram_bytes} of {board['ram_bytes']} B", flush=True)
-    top = ", ".join(f"{name} {size} B ({kind})" for name, kind, size in sizes.largest_symbols[:5])
-    print(f"baremetal: largest: {top}", flush=True)
+    for line in lines:
+        print(f"{PLATFORM_NAME}: {line}", flush=True)
+
+
+def _icount_shift(board, options):
+    """QEMU's -icount shift for this run (the board record's, default 0), or None without -icount."""
+    if not options.get("qemu_icount", True):
+        return None
+    return int(board["emulator"].get("icount_shift") or 0)
 
 
 def _emulator_note(board, options):
     """Said every time an emulated board starts, since benchmarks read its clock."""
-    counts = "a tick counts instructions (1 ns each)" if options.get("qemu_icount", True) else \
-        "ticks follow the host's clock"
+    shift = _icount_shift(board, options)
+    counts = "ticks follow the host's clock" if shift is None else \
+        f"the guest clock counts instructions ({1 << shift} ns each), so device times are instruction counts"
     print(f"baremetal: {board['name']} runs under QEMU {board['emulator']['machine']}: {EMULATOR_NOTE}; "
           f"{counts}", flush=True)
 
@@ -255,7 +255,7 @@ class BaremetalHandler(server.ProjectAPIHandler):
         emulator = board["emulator"]
         return qemu.QemuProcess(self._elf(), emulator["machine"], cpu=emulator.get("cpu"),
                                 system=emulator.get("system", "qemu-system-arm"),
-                                icount_shift=0 if options.get("qemu_icount", True) else None,
+                                icount_shift=_icount_shift(board, options),
                                 log_path=HERE / "build" / "qemu.log")
 
     def _physical_port(self, board, options):
@@ -277,13 +277,7 @@ class BaremetalHandler(server.ProjectAPIHandler):
     # -- Project API --
 
     def server_info_query(self, tvm_version):
-        generated = server.is_generated_project(HERE)
-        return server.ServerInfo(
-            platform_name=PLATFORM_NAME,
-            is_template=not generated,
-            model_library_format_path=str(HERE / "model.tar") if generated else None,
-            project_options=_options_schema(),
-        )
+        return server.template_server_info(HERE, PLATFORM_NAME, _options_schema())
 
     def generate_project(self, model_library_format_path, standalone_crt_dir, project_dir, options):
         _generate(pathlib.Path(model_library_format_path), pathlib.Path(project_dir), options)
@@ -302,7 +296,7 @@ class BaremetalHandler(server.ProjectAPIHandler):
         result = subprocess.run(command, cwd=HERE, stdin=subprocess.DEVNULL)
         if result.returncode != 0:
             raise BuildError(f"make exited with code {result.returncode}; the compiler's output is above")
-        _report_sizes(board)
+        _report_sizes(board, options.get("cflags") or "")
 
     def flash(self, options):
         board = self._board()
@@ -394,7 +388,8 @@ class BaremetalHandler(server.ProjectAPIHandler):
 
     def utvm_run_standalone(self, options=None, timeout_sec=60.0):
         """Extension: run an aot_standalone image and return its report: status, error, ticks,
-        timer_hz, outputs [{index, name, hex}], exit_status (emulated boards) and note."""
+        timer_hz, outputs [{index, name, hex}], exit_status (emulated boards), instructions (under
+        QEMU -icount, else None) and note."""
         merged = self._saved_options()
         merged.update(options or {})
         board = self._board()
@@ -420,9 +415,13 @@ class BaremetalHandler(server.ProjectAPIHandler):
         report = standalone.parse_report(text)
         for out in report["outputs"]:
             out["hex"] = out.pop("data").hex()
-        report.update(exit_status=exit_status, emulated=board["kind"] == "emulated",
-                      note=EMULATOR_NOTE + " (ticks count instructions with qemu_icount)"
-                      if board["kind"] == "emulated" else "")
+        report.update(exit_status=exit_status, emulated=board["kind"] == "emulated", instructions=None,
+                      note=EMULATOR_NOTE if board["kind"] == "emulated" else "")
+        shift = _icount_shift(board, merged) if board["kind"] == "emulated" else None
+        if shift is not None and report.get("ticks") is not None and report.get("timer_hz"):
+            # -icount: the guest clock advances 2^shift ns per instruction.
+            report["instructions"] = round(report["ticks"] / report["timer_hz"] * 1e9 / (1 << shift))
+            report["note"] += f"; the run took {report['instructions']} instructions (-icount shift={shift})"
         return report
 
 

@@ -29,6 +29,7 @@ class ElfSizes:
     bss: int
     stack: int
     sections: Dict[str, int]
+    section_kinds: Dict[str, str]  # allocated section -> "text" | "data" | "bss" | "stack"
     largest_symbols: List[Tuple[str, str, int]]  # (name, "text" | "data" | "bss", bytes)
 
     @property
@@ -66,6 +67,7 @@ def read_elf_sizes(path, top: int = 10) -> ElfSizes:
 
     totals = {"text": 0, "data": 0, "bss": 0, "stack": 0}
     sections: Dict[str, int] = {}
+    section_kinds: Dict[str, str] = {}
     kinds: List[str] = []
     for name_off, sh_type, flags, _addr, _off, size, *_ in headers:
         name = cstr(names_off + name_off)
@@ -75,6 +77,7 @@ def read_elf_sizes(path, top: int = 10) -> ElfSizes:
             kind = "stack" if name == STACK_SECTION else kind
             totals[kind] += size
             sections[name] = size
+            section_kinds[name] = kind
     symbols = {}  # by address: aliases (__aeabi_dadd / __adddf3) are one consumer
     for sh_type, link, offset, size, entsize in ((h[1], h[6], h[4], h[5], h[9]) for h in headers):
         if sh_type != _SHT_SYMTAB:
@@ -88,4 +91,4 @@ def read_elf_sizes(path, top: int = 10) -> ElfSizes:
                 if value not in symbols or name < symbols[value][0]:
                     symbols[value] = (name, kinds[st_shndx], st_size)
     largest = sorted(symbols.values(), key=lambda s: (-s[2], s[0]))[:top]
-    return ElfSizes(sections=sections, largest_symbols=largest, **totals)
+    return ElfSizes(sections=sections, section_kinds=section_kinds, largest_symbols=largest, **totals)
