@@ -139,7 +139,20 @@ def _is_mlf(path: pathlib.Path) -> bool:
     return path.suffix == ".tar" or tarfile.is_tarfile(path)
 
 
-def _compile_model(model: pathlib.Path, workdir: pathlib.Path) -> pathlib.Path:
+def _board_target(options: dict):
+    """The TVM target of ``-o board=NAME`` from the board database, or plain C for other boards."""
+    name = options.get("board")
+    if not name:
+        return "c"
+    from utvm.boards import get_board
+
+    try:
+        return get_board(str(name)).target
+    except UserError:  # a board this database does not know (e.g. a foreign template's): portable C
+        return "c"
+
+
+def _compile_model(model: pathlib.Path, workdir: pathlib.Path, target) -> pathlib.Path:
     try:
         from utvm.model_library import compile as compile_model
     except ImportError as e:
@@ -147,8 +160,8 @@ def _compile_model(model: pathlib.Path, workdir: pathlib.Path) -> pathlib.Path:
             f"cannot compile {model}: the model compiler is not available ({e})",
             hint="give a Model Library Format archive (.tar) made with `utvm compile`",
         ) from e
-    progress(f"compiling {model} (this can take a minute)...")
-    return pathlib.Path(compile_model(model, workdir / "model.tar"))
+    progress(f"compiling {model} for target {target} (this can take a minute)...")
+    return pathlib.Path(compile_model(model, workdir / "model.tar", target=target))
 
 
 def cmd_create_project(args) -> int:
@@ -169,7 +182,10 @@ def cmd_create_project(args) -> int:
         # Checked before any compile or call, so a typo costs nothing.
         template.prepare_options("generate_project", options)
         with tempfile.TemporaryDirectory(prefix="utvm-compile-") as workdir:
-            mlf = model if _is_mlf(model) else _compile_model(model, pathlib.Path(workdir))
+            if _is_mlf(model):
+                mlf = model
+            else:
+                mlf = _compile_model(model, pathlib.Path(workdir), _board_target(options))
             progress(f"generating {project_dir} from template {template.directory}...")
             project = template.generate_project(mlf, project_dir, options)
         project.close()

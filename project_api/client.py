@@ -543,12 +543,22 @@ class ProjectAPIClient:
             exc = _REMOTE_CLASSES[message](detail)
             exc.remote_traceback = traceback_text
             raise exc
-        raise RemoteServerError(
-            f"{method} failed: {message}: {detail}" if detail else f"{method} failed: {message}",
+        data = error.get("data") if isinstance(error.get("data"), dict) else {}
+        remote_hint = data.get("hint") if isinstance(data.get("hint"), str) else None
+        if remote_hint and detail:
+            text = f"{method}: {detail}"  # a user error: its own words, without the class name
+        else:
+            text = f"{method} failed: {message}: {detail}" if detail else f"{method} failed: {message}"
+        exc = RemoteServerError(
+            text,
             message,
             traceback_text,
-            hint="the server's output above says why; --verbose (or .remote_traceback) has the traceback",
+            hint=remote_hint
+            or "the server's output above says why; --verbose (or .remote_traceback) has the traceback",
         )
+        if data.get("exit_code") in (1, 2):
+            exc.exit_code = data["exit_code"]  # a user error on the server side exits as it would here
+        raise exc
 
     # ----- the protocol's methods -----
 

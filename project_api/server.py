@@ -224,6 +224,22 @@ class TransportTimeouts:
     session_established_timeout_sec: float
 
 
+
+def _error_data(e: Exception) -> dict:
+    """The ``data`` of a server-error reply: the traceback, plus a user error's parts when it has them.
+
+    An exception with ``message``/``hint``/``exit_code`` attributes (utvm's UserError, duck-typed so
+    this module stays standard-library only) keeps them apart, so the client can show the hint once
+    and exit with the same code as a local error would.
+    """
+    data = {"traceback": traceback.format_exc(), "detail": str(e)}
+    message, hint, exit_code = (getattr(e, k, None) for k in ("message", "hint", "exit_code"))
+    if isinstance(message, str) and isinstance(hint, str):
+        data["detail"], data["hint"] = message, hint
+    if isinstance(exit_code, int):
+        data["exit_code"] = exit_code
+    return data
+
 class ProjectAPIHandler(abc.ABC):
     """What a template implements. The server base validates requests and calls these methods.
 
@@ -420,7 +436,7 @@ class ProjectAPIServer:
                 request_id,
                 ErrorCode.SERVER_ERROR,
                 type(e).__name__,
-                {"traceback": traceback.format_exc(), "detail": str(e)},
+                _error_data(e),
             )
         else:
             self._reply(request_id, {"result": result})

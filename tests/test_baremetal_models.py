@@ -148,6 +148,8 @@ def test_a_model_file_is_compiled_by_create_project(toolchain, tmp_path):
     model = _model_path("kws")
     project = tmp_path / "proj"
     cli("create-project", "baremetal", model, project, "-o", "board=mps2_an386")
+    # Compiled for the board's CPU, not for generic C.
+    assert load(project / "model.tar").metadata["target"].get("mcpu") == "cortex-m4"
     cli("build", project)
     array = seeded_input(load(project / "model.tar").inputs[0])
     np.save(tmp_path / "x.npy", array)
@@ -272,8 +274,9 @@ def test_a_model_too_large_for_the_board_is_refused_at_create_project(memory, tm
     model = _too_big_onnx(tmp_path / "too_big.onnx", memory)
     project = tmp_path / "proj"
     result = cli("create-project", "baremetal", model, project, "-o", "board=mps2_an386", expect_ok=False)
-    assert result.returncode != 0
+    assert result.returncode == 2, "a model that does not fit is a usage error, as it is locally"
     assert "the model does not fit mps2_an386" in result.stderr, result.stderr
+    assert result.stderr.count("hint:") == 1, result.stderr
     found = re.search(TOO_BIG[memory], result.stderr)
     assert found and int(found.group(1)) > 4194304, result.stderr
     assert not project.exists()
