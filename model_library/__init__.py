@@ -1,1 +1,38 @@
-"""Compile models with TVM into Model Library Format archives, and read them back."""
+"""Compile models with TVM into Model Library Format archives, and read them back.
+
+- `compile(model, output, target="c", ...)`: a TFLite / ONNX / Relax / PyTorch model in, an MLF
+  archive (tar) out, with a static memory plan, TVM-generated C kernels and an AOT entry point.
+- `load(path)`: read and validate an archive into a `ModelLibrary`.
+- `HostReference(library)`: build the archive's C for this machine and run it from Python.
+
+The format is documented in docs/model-library-format.md. Heavy modules (TVM, numpy) are
+imported on first use, so importing this package is cheap.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from .errors import ArchiveError, KernelError, ModelError, TargetError, UserError
+from .metadata import FORMAT_VERSION
+
+_LAZY = {
+    "compile": ("compiler", "compile_model"),
+    "compile_model": ("compiler", "compile_model"),
+    "relax_module": ("compiler", "relax_module"),
+    "load": ("library", "load"),
+    "ModelLibrary": ("library", "ModelLibrary"),
+    "HostReference": ("host_reference", "HostReference"),
+    "parse_target": ("targets", "parse_target"),
+}
+
+__all__ = ["FORMAT_VERSION", "ArchiveError", "KernelError", "ModelError", "TargetError", "UserError", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module, attribute = _LAZY[name]
+        value = getattr(import_module(f".{module}", __name__), attribute)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,285 @@
+"""`compile()`: a model in, a Model Library Format archive out.
+
+Steps: import the model -> lower it with Relax -> extract the static plan -> place the arena ->
+generate the kernels with TVM's C code generator -> generate constants, plan and AOT entry ->
+write metadata.json and the tar (atomically, byte-identical for the same input and options).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from . import c_sources, metadata
+from .archive import write_archive
+from .errors import ModelError
+from .frontends import import_model
+from .integer_ops import rewrite_integer_ops
+from .kernel_codegen import generate_kernels
+from .lowering import lower, prim_funcs_in
+from .memory_planner import LiveBuffer, check_plan, peak_live_bytes, plan_offsets
+from .plan import ExecutionPlan, extract_plan, live_ranges
+from .targets import parse_target, target_string, tvm_target
+from .workspace_schedule import minimize_workspace
+
+DEFAULT_ALIGNMENT = 16
+# The runtime backend aligns every workspace allocation to 16 bytes (UTVM_BACKEND_ALIGNMENT).
+BACKEND_ALIGNMENT = 16
+_KNOWN_OPTIONS = ("alignment", "preserve_inputs", "integer_ops", "rounding", "example_inputs", "progress")
+
+
+def compile_model(
+    model: Any,
+    output: str | Path,
+    target: Any = "c",
+    *,
+    fmt: str | None = None,
+    model_name: str | None = None,
+    input_shapes: dict | None = None,
+    **options,
+) -> Path:
+    """Compile `model` into the MLF archive `output` and return its path.
+
+    `model` is a model file (TFLite, ONNX, Relax JSON / TVMScript, torch.export archive), a Relax
+    IRModule, or a torch ExportedProgram / nn.Module (pass `example_inputs=`). `target` is "c",
+    a CPU such as "cortex-m4", "c -mcpu=cortex-m4", or a dict {"kind": "c", "mcpu": ...}. `fmt`
+    forces the format; `input_shapes` pins input shapes ({name: [dims]}).
+
+    Options: `alignment` (bytes, default 16) for arena tensors and constants; `preserve_inputs`
+    (default True) keeps inputs intact through a run, so a run can be repeated without writing
+    them again; `integer_ops` (default True) runs quantized operators as integer kernels with
+    TFLite's arithmetic instead of TVM's float emulation; `rounding` ("single" / "double") forces
+    their requantization rounding (default: as TFLite's reference kernel for each operator);
+    `progress`, a callable taking one line of text. Raises ModelError (a UserError) for a model
+    that cannot be compiled; nothing is written at `output` then.
+    """
+    unknown = sorted(set(options) - set(_KNOWN_OPTIONS))
+    if unknown:
+        raise ModelError(
+            f"unknown compile option(s) {', '.join(unknown)}", hint=f"known: {', '.join(_KNOWN_OPTIONS)}"
+        )
+    alignment = int(options.get("alignment", DEFAULT_ALIGNMENT))
+    if alignment <= 0 or alignment & (alignment - 1):
+        raise ModelError(f"alignment must be a power of two, not {alignment}")
+    preserve_inputs = bool(options.get("preserve_inputs", True))
+    progress: Callable[[str], None] = options.get("progress") or (lambda line: None)
+    target_dict = parse_target(target)
+    tvm_target(target_dict)  # TVM's own check of the options, before any work is done
+
+    progress("importing the model")
+    imported = import_model(model, fmt, input_shapes, model_name, options.get("example_inputs"))
+    integer_ops = bool(options.get("integer_ops", True))
+    rounding = options.get("rounding")
+    count = _apply_integer_ops(imported, integer_ops, rounding)
+    if count:
+        progress(f"{count} quantized operators use integer kernels")
+    progress(f"lowering {imported.name} with Relax")
+    lowered = lower(imported.mod, target_dict, imported.label)
+    plan = extract_plan(lowered, imported.label, imported.output_names)
+
+    name = imported.name
+    prefix = f"utvm_{name}"
+    settings = {
+        "alignment": alignment,
+        "preserve_inputs": preserve_inputs,
+        "integer_ops": integer_ops,
+        "rounding": rounding,
+        "input_shapes": input_shapes or {},
+    }
+    model_hash = _model_hash(imported, target_dict, settings)
+    _assign_symbols(plan, prefix)
+
+    progress(f"generating C for {len(plan.kernels)} kernels")
+    funcs = {**prim_funcs_in(lowered), **plan.copy_funcs}
+    by_symbol = {k.function: funcs[k.prim_func] for k in plan.kernels}  # kernels may share code
+    kernels_h = f"{name}_kernels.h"
+    try:
+        sources = generate_kernels(
+            {symbol: minimize_workspace(func) for symbol, func in by_symbol.items()},
+            target_dict,
+            kernels_h,
+            workspace_alignment=max(alignment, BACKEND_ALIGNMENT),
+        )
+    except Exception as err:
+        first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise ModelError(f"{imported.label}: TVM could not generate C for the kernels: {first}") from None
+    memory = _place_arena(plan, alignment, preserve_inputs)
+    memory["workspace_bytes"] = max(sources.workspace.values(), default=0)
+
+    meta = _metadata(imported, plan, memory, target_dict, model_hash, alignment, settings)
+    files = {
+        metadata.METADATA_FILE: metadata.dumps(meta),
+        f"codegen/host/src/{name}_kernels.c": sources.source.encode(),
+        f"codegen/host/src/{name}_constants.c": c_sources.constants_source(name, plan, alignment).encode(),
+        f"codegen/host/src/{name}_plan.c": c_sources.plan_source(name, prefix, kernels_h, plan).encode(),
+        f"codegen/host/include/{kernels_h}": c_sources.kernels_header(
+            name, kernels_h, list(dict.fromkeys(sources.prototypes.values()))
+        ).encode(),
+        "codegen/host/include/utvm_model_config.h": c_sources.config_header(
+            name, model_hash, memory, plan, alignment, max(alignment, BACKEND_ALIGNMENT)
+        ).encode(),
+        "codegen/host/include/" + c_sources.support_header()[0]: c_sources.support_header()[1].encode(),
+        "src/relax.txt": lowered.script().encode(),
+    }
+    progress("writing the archive")
+    return write_archive(Path(output), files)
+
+
+def _apply_integer_ops(imported, integer_ops: bool, rounding) -> int:
+    if not integer_ops:
+        return 0
+    try:
+        imported.mod, count = rewrite_integer_ops(imported.mod, rounding)
+    except ValueError as err:
+        raise ModelError(str(err)) from None
+    return count
+
+
+def relax_module(
+    model: Any,
+    *,
+    fmt: str | None = None,
+    input_shapes: dict | None = None,
+    integer_ops: bool = True,
+    rounding: str | None = None,
+    example_inputs=None,
+):
+    """The Relax module `compile` lowers for `model` (imported, quantized operators rewritten).
+
+    Build it with `tvm.compile(mod, target="llvm")` and run it in `tvm.relax.VirtualMachine` to
+    get TVM's own answer for the very module the archive was generated from.
+    """
+    imported = import_model(model, fmt, input_shapes, None, example_inputs)
+    _apply_integer_ops(imported, integer_ops, rounding)
+    return imported.mod
+
+
+def _assign_symbols(plan: ExecutionPlan, prefix: str) -> None:
+    for kernel in plan.kernels:
+        kernel.function = f"{prefix}_{kernel.prim_func}"
+    count = 0
+    for tensor in plan.tensors:
+        if tensor.storage == "const" and tensor.root == tensor.id:
+            tensor.symbol = f"{prefix}_c{count}"
+            count += 1
+    for tensor in plan.tensors:
+        tensor.symbol = plan.tensors[tensor.root].symbol
+
+
+def _place_arena(plan: ExecutionPlan, alignment: int, preserve_inputs: bool) -> dict:
+    ranges = live_ranges(plan, preserve_inputs)
+    buffers = [
+        LiveBuffer(root, plan.tensors[root].nbytes, first, last)
+        for root, (first, last) in sorted(ranges.items())
+    ]
+    offsets, arena = plan_offsets(buffers, alignment)
+    check_plan(buffers, offsets, arena, alignment)
+    for tensor in plan.tensors:
+        if tensor.storage == "arena":
+            tensor.offset = offsets[tensor.root]
+    lower_bound = peak_live_bytes(buffers)
+    io_ids = set(plan.inputs) | set(plan.outputs)
+    return {
+        "arena_bytes": arena,
+        "constant_bytes": sum(t.nbytes for t in plan.tensors if t.storage == "const" and t.root == t.id),
+        "io_bytes": sum(plan.tensors[i].nbytes for i in io_ids),
+        "peak_live_lower_bound_bytes": lower_bound,
+        "arena_to_lower_bound": round(arena / lower_bound, 4) if lower_bound else 1.0,
+    }
+
+
+def _model_hash(imported, target: dict, settings: dict) -> str:
+    import tvm
+
+    from . import __name__ as package
+
+    record = {
+        "model": imported.digest,
+        "format": imported.fmt,
+        "name": imported.name,
+        "target": target,
+        "settings": settings,
+        "tvm": tvm.__version__,
+        "format_version": metadata.FORMAT_VERSION,
+        "generator": package,
+    }
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _io_entries(plan: ExecutionPlan, ids: list, infos: list, default: str) -> list:
+    entries = []
+    for i, tid in enumerate(ids):
+        tensor = plan.tensors[tid]
+        info = infos[i] if i < len(infos) else {}
+        entries.append(
+            {
+                "name": info.get("name") or (tensor.name if default == "input" else f"output_{i}"),
+                "shape": list(tensor.shape),
+                "dtype": tensor.dtype,
+                "tensor": tid,
+                "quantization": info.get("quantization"),
+            }
+        )
+    return entries
+
+
+def _metadata(
+    imported, plan: ExecutionPlan, memory: dict, target: dict, model_hash: str, alignment: int, settings: dict
+) -> dict:
+    import tvm
+
+    inputs = [{"name": i.name, "quantization": i.quantization} for i in imported.inputs]
+    outputs = [
+        {"name": n, "quantization": q}
+        for n, q in itertools.zip_longest(imported.output_names, imported.output_quantization)
+    ]
+    tensors = []
+    for t in plan.tensors:
+        entry = {
+            "id": t.id,
+            "name": t.name,
+            "storage": t.storage,
+            "offset": t.offset if t.storage == "arena" else 0,
+            "nbytes": t.nbytes,
+            "shape": list(t.shape),
+            "dtype": t.dtype,
+        }
+        if t.root != t.id:
+            entry["view_of"] = t.root
+        if t.storage == "const":
+            entry["symbol"] = t.symbol
+        tensors.append(entry)
+    return {
+        "format_version": metadata.FORMAT_VERSION,
+        "model_name": imported.name,
+        "model_hash": model_hash,
+        "source_format": imported.fmt,
+        "tvm_version": tvm.__version__,
+        "target": target,
+        "target_str": target_string(target),
+        "options": {k: settings[k] for k in ("alignment", "preserve_inputs", "integer_ops", "rounding")},
+        "inputs": _io_entries(plan, plan.inputs, inputs, "input"),
+        "outputs": _io_entries(plan, plan.outputs, outputs, "output"),
+        "plan": {
+            "pools": [
+                {"name": "arena", "size_bytes": memory["arena_bytes"], "alignment": alignment},
+                {"name": "workspace", "size_bytes": memory["workspace_bytes"], "alignment": alignment},
+                {"name": "constants", "size_bytes": memory["constant_bytes"], "alignment": alignment},
+            ],
+            "tensors": tensors,
+            "kernels": [
+                {
+                    "index": k.index,
+                    "name": k.name,
+                    "function": k.function,
+                    "args": k.args,
+                    "outputs": k.outputs,
+                }
+                for k in plan.kernels
+            ],
+        },
+        "memory": memory,
+    }
