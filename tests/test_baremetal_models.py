@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from conftest import SHARED_MODELS, require_tool
 from host_driven_helpers import run_cli
+from tflite_reference import tflite_reference
 from utvm.boards import get_board
 from utvm.model_library import load
 
@@ -74,17 +75,6 @@ def board_archive(tmp_path_factory):
     return archive
 
 
-def tflite_outputs(model_path, inputs: list) -> list:
-    """The TFLite interpreter's outputs for `inputs` (in the model's input order)."""
-    litert = pytest.importorskip("ai_edge_litert.interpreter", reason="ai-edge-litert not installed")
-    interpreter = litert.Interpreter(model_path=str(model_path))
-    interpreter.allocate_tensors()
-    for detail, array in zip(interpreter.get_input_details(), inputs):
-        interpreter.set_tensor(detail["index"], array)
-    interpreter.invoke()
-    return [interpreter.get_tensor(detail["index"]) for detail in interpreter.get_output_details()]
-
-
 def seeded_input(spec: dict) -> np.ndarray:
     rng = np.random.default_rng(SEED)
     dtype = np.dtype(spec["dtype"])
@@ -128,7 +118,7 @@ def case(request, toolchain, board_archive, tmp_path_factory):
 def test_outputs_match_the_tflite_interpreter(case):
     out = case["dir"] / "out.npz"
     cli("run", case["project"], *case["input_args"], "--output", out)
-    expected = tflite_outputs(case["model"], case["inputs"])
+    expected = tflite_reference(case["model"], case["inputs"])
     names = [o["name"] for o in case["library"].outputs]
     with np.load(out) as saved:
         assert sorted(saved.files) == sorted(names)
@@ -154,7 +144,7 @@ def test_a_model_file_is_compiled_by_create_project(toolchain, tmp_path):
     array = seeded_input(load(project / "model.tar").inputs[0])
     np.save(tmp_path / "x.npy", array)
     cli("run", project, "--input", f"0={tmp_path / 'x.npy'}", "--output", tmp_path / "out.npz")
-    [want] = tflite_outputs(model, [array])
+    [want] = tflite_reference(model, [array])
     with np.load(tmp_path / "out.npz") as saved:
         [got] = [saved[name] for name in saved.files]
     assert got.shape == want.shape and np.abs(got.astype(int) - want.astype(int)).max() <= 1

@@ -18,6 +18,7 @@ from model_builders import (
     make_small_tflite,
     onnx_input_arrays,
 )
+from tflite_reference import reference_interpreter
 from utvm import model_library as ml
 
 FLOAT_TOLERANCE = dict(rtol=1e-5, atol=1e-5)
@@ -175,12 +176,9 @@ def test_inputs_survive_a_run_so_runs_repeat(onnx_archives):
 
 @pytest.mark.parametrize("quantized", [True, False], ids=["int8", "float32"])
 def test_small_tflite_matches_the_reference_interpreter(tmp_path, quantized):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
     model = make_small_tflite(tmp_path / "small.tflite", quantized=quantized)
     library = ml.load(ml.compile(model, tmp_path / "small.tar"))
-    interpreter = Interpreter(model_path=str(model), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
-    interpreter.allocate_tensors()
+    interpreter = reference_interpreter(model)
     detail_in, detail_out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     assert library.inputs[0]["quantization"] == (
         {"scale": pytest.approx(0.05), "zero_point": -3} if quantized else None

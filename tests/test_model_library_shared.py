@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import require_tool, shared_model_path
 from model_builders import c_compile_errors
+from tflite_reference import reference_interpreter
 from utvm import model_library as ml
 
 MODELS = ("kws_dscnn_int8", "ic_resnet8_int8", "ad01_int8", "ad01_fp32")
@@ -33,11 +34,8 @@ def shared_archives(tmp_path_factory):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_archive_matches_tflite_interpreter(name, shared_archives):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
     model, library = shared_archives(name)
-    interpreter = Interpreter(model_path=str(model), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
-    interpreter.allocate_tensors()
+    interpreter = reference_interpreter(model)
     detail_in, detail_out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     entry = library.inputs[0]
     assert list(detail_in["shape"]) == entry["shape"] and np.dtype(detail_in["dtype"]) == np.dtype(
