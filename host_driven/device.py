@@ -1,4 +1,4 @@
-"""The device RPC client: typed calls over a Session, with transfers chunked to the packet size.
+"""The device RPC client: typed calls over a ProtocolSession, with transfers chunked to the packet size.
 
 Tensor transfers are split into chunks that fill the negotiated packet and pipelined up to the
 session's window, so large tensors move at close to the link's speed.
@@ -12,7 +12,7 @@ from typing import Callable, List, Optional, Tuple
 
 from . import protocol as P
 from .errors import ProtocolError
-from .session import Session
+from .session import ProtocolSession
 
 Progress = Callable[[int, int], None]
 
@@ -82,9 +82,9 @@ class KernelInfo:
 
 
 class DeviceClient:
-    """Typed commands to the device on an open Session."""
+    """Typed commands to the device on an open ProtocolSession."""
 
-    def __init__(self, session: Session):
+    def __init__(self, session: ProtocolSession):
         self.session = session
         self._timer_hz: Optional[int] = None
 

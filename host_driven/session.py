@@ -46,7 +46,7 @@ _READ_BYTES = 64 * 1024
 LogHandler = Callable[[int, str], None]
 
 
-class Session:
+class ProtocolSession:
     """One host-driven session with a device over ``transport``.
 
     ``timeout`` is how long to wait for each reply (and for each handshake attempt), ``retries``
@@ -92,7 +92,7 @@ class Session:
     def is_open(self) -> bool:
         return self._open
 
-    def open(self) -> Session:
+    def open(self) -> ProtocolSession:
         """Handshake with the device (again, after a reboot). Raises IoTimeoutError if it never answers."""
         self._open = False
         deadline = time.monotonic() + self.open_timeout
@@ -149,7 +149,7 @@ class Session:
         self._open = False
         self.transport.close()
 
-    def __enter__(self) -> Session:
+    def __enter__(self) -> ProtocolSession:
         if not self._open:
             self.open()
         return self
@@ -239,7 +239,7 @@ class Session:
         still in flight are then ignored as stale.
         """
         if not self._open:
-            raise SessionClosedError("the session is not open", hint="call Session.open() first")
+            raise SessionClosedError("the session is not open", hint="call ProtocolSession.open() first")
         timeout = self.timeout if timeout is None else timeout
         name = P.COMMAND_NAMES.get(cmd, f"command {cmd}")
         results: List[Optional[bytes]] = []
@@ -337,3 +337,8 @@ class Session:
                     return self.boot_nonce
         raise IoTimeoutError(f"the device did not announce a reboot within {timeout:.3g} s"
                              + self._log_context())
+
+
+# The name this class had before utvm.host_driven.Session (the executor session) existed; kept so
+# that code written against it keeps working. New code uses ProtocolSession.
+Session = ProtocolSession

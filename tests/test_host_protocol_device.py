@@ -24,7 +24,7 @@ from utvm.host_driven.errors import (
     TransportClosedError,
 )
 from utvm.host_driven.framing import FLAG, FrameDecoder, encode
-from utvm.host_driven.session import Session
+from utvm.host_driven.session import ProtocolSession
 from utvm.host_driven.transport import SubprocessTransport, Transport
 
 # The fixture model's tensors and kernels (see fixture_model.c).
@@ -45,7 +45,7 @@ def device_exe(tmp_path_factory):
 
 @pytest.fixture
 def open_session(device_exe):
-    """open_session(**session_kwargs) -> an open Session on a fresh device process."""
+    """open_session(**session_kwargs) -> an open ProtocolSession on a fresh device process."""
     sessions = []
 
     def make(transport_wrapper=None, **kwargs):
@@ -53,7 +53,7 @@ def open_session(device_exe):
         if transport_wrapper is not None:
             transport = transport_wrapper(transport)
         kwargs.setdefault("timeout", 5.0)
-        session = Session(transport, **kwargs)
+        session = ProtocolSession(transport, **kwargs)
         sessions.append(session)
         return session.open()
 
@@ -148,7 +148,7 @@ def test_chunked_write_and_read_round_trip_with_progress(client):
 
 def test_large_packets_move_a_megabyte(tmp_path):
     exe = build_device(tmp_path, defines=[*FAST_LINK_DEFINES, "FIXTURE_BIG_BYTES=1048576"])
-    with Session(SubprocessTransport([str(exe)]), timeout=10) as session:
+    with ProtocolSession(SubprocessTransport([str(exe)]), timeout=10) as session:
         assert session.max_packet == 65536 and session.window == 8
         client = DeviceClient(session)
         data = os.urandom(1 << 20)
@@ -158,7 +158,7 @@ def test_large_packets_move_a_megabyte(tmp_path):
 
 def test_clang_build_serves_the_same(tmp_path):
     exe = build_device(tmp_path, cc="clang", defines=["UTVM_CRC_TABLE=1"])
-    with Session(SubprocessTransport([str(exe)]), max_packet=200) as session:
+    with ProtocolSession(SubprocessTransport([str(exe)]), max_packet=200) as session:
         client = DeviceClient(session)
         inp = _input_with(2)
         client.write_tensor(INPUT, inp.tobytes())
@@ -408,7 +408,7 @@ def test_device_exit_mid_call_names_the_exit_code(client):
 
 def test_silent_device_fails_the_handshake_clearly():
     transport = SubprocessTransport(["sleep", "30"])
-    session = Session(transport, timeout=0.3, open_timeout=1.0)
+    session = ProtocolSession(transport, timeout=0.3, open_timeout=1.0)
     try:
         with pytest.raises(IoTimeoutError, match="did not answer the session handshake within 1 s"):
             session.open()
@@ -428,7 +428,7 @@ def test_device_refuses_another_protocol_version(device_exe):
         _, version, _, nonce, session_id, _, _ = welcome
         assert (version, nonce, session_id) == (P.PROTOCOL_VERSION, 1234, 0)
         # The host side turns that into a clear error.
-        session = Session(transport)
+        session = ProtocolSession(transport)
         with pytest.raises(ProtocolError, match="version 7"):
             session._accept_welcome(7, 1, 0, 512, 1)
 

@@ -1,0 +1,307 @@
+"""`utvm run` and `utvm demo`: drive a generated project's device from the command line.
+
+    utvm run PROJECT [--input NAME=x.npy ...] [--output out.npz] [--benchmark] [--profile]
+                     [--validate] [--json]
+
+Inputs are named or numbered (``--input 0=x.npy`` or ``--input input_1=x.npy``); any input not
+given is filled with seeded random values of the right dtype and shape, and the seed is printed.
+With ``--json`` stdout carries one JSON object and everything else goes to stderr.
+This module imports neither TVM nor numpy at load time, so `utvm --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+from typing import Any, Dict, List, Optional
+
+from utvm.project_api.errors import UserError
+
+TRANSPORT_MODES = ("auto", "direct", "relay")
+
+
+def register(subparsers) -> None:
+    """Add `run` and `demo` to the `utvm` command line."""
+    p = subparsers.add_parser(
+        "run",
+        help="run a generated project's model on its device: outputs, benchmark, profile, validation",
+        description="Run the model of a generated (host-driven) project on its device. Inputs not given "
+        "are seeded random values of the right dtype and shape.",
+    )
+    p.add_argument("project", metavar="PROJECT_DIR", help="a generated, built project")
+    p.add_argument(
+        "-i",
+        "--input",
+        dest="inputs",
+        action="append",
+        default=[],
+        metavar="NAME=FILE.npy",
+        help="an input by name or index, from a .npy file (repeatable)",
+    )
+    p.add_argument("--output", metavar="OUT.npz", help="write every output to an .npz, under its output name")
+    p.add_argument("--benchmark", action="store_true", help="device-timed runs: mean, median, std, min, max")
+    p.add_argument(
+        "--profile", action="store_true", help="device time of every kernel, named as in the archive"
+    )
+    p.add_argument(
+        "--validate",
+        action="store_true",
+        help="run layer by layer against the host reference; name the first diverging kernel",
+    )
+    p.add_argument("--json", action="store_true", help="print one machine-readable JSON object on stdout")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.add_argument(
+        "--transport",
+        choices=TRANSPORT_MODES,
+        default="auto",
+        help="direct (the server hands over the device link), relay (bytes through the Project API) "
+        "or auto (direct when offered; the default)",
+    )
+    p.add_argument("--number", type=int, default=10, help="benchmark: runs per measurement (default 10)")
+    p.add_argument("--repeat", type=int, default=5, help="benchmark: measurements (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="benchmark: untimed runs first (default 1)")
+    p.add_argument(
+        "-o",
+        "--option",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a project option for open_transport (repeatable)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for each device reply (default 5)"
+    )
+    p.set_defaults(func=cmd_run)
+
+    d = subparsers.add_parser(
+        "demo",
+        help="the whole flow on the POSIX host with a model it builds itself (no download)",
+        description="Build a small model in Relax, compile it, generate, build and run a host project, "
+        "compare with the host reference and TVM's Relax VM, and print the figures.",
+    )
+    d.add_argument(
+        "--dir", metavar="DIR", help="keep the model and project in DIR (default: a temporary directory)"
+    )
+    d.add_argument("--seed", type=int, default=None, help="seed of the model's weights and input")
+    d.add_argument("--transport", choices=TRANSPORT_MODES, default="auto", help="how to reach the device")
+    d.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(directory=args.dir, seed=args.seed, transport=args.transport, verbose=args.verbose)
+
+
+# ---- utvm run ----------------------------------------------------------------------------------
+
+
+class _Printer:
+    """Human-readable lines: stdout normally, stderr when stdout carries JSON."""
+
+    def __init__(self, to_stderr: bool):
+        self.stream = sys.stderr if to_stderr else sys.stdout
+
+    def __call__(self, text: str = "") -> None:
+        print(text, file=self.stream, flush=True)
+
+    def progress(self, what: str, done: int, total: int) -> None:
+        end = "\n" if done >= total else ""
+        print(
+            f"\r  {what}: {done / 2**20:.1f} / {total / 2**20:.1f} MiB", end=end, file=sys.stderr, flush=True
+        )
+
+
+def _parse_input_specs(specs: List[str]) -> Dict[str, pathlib.Path]:
+    parsed = {}
+    for spec in specs:
+        key, sep, path = spec.partition("=")
+        if not sep or not key or not path:
+            raise UserError(
+                f"bad --input {spec!r}", hint="write --input NAME=FILE.npy or --input INDEX=FILE.npy"
+            )
+        parsed[key] = pathlib.Path(path)
+    return parsed
+
+
+def _load_inputs(signature, specs: Dict[str, pathlib.Path], seed: int, say) -> Dict[str, Any]:
+    """Arrays by input name: from the files given, seeded random values for the rest."""
+    import numpy as np
+
+    arrays = {}
+    sources = {}
+    for key, path in specs.items():
+        spec = signature.input(key)
+        if not path.is_file():
+            raise UserError(f"input file {path} not found", hint=f"give a .npy file for input {spec.name!r}")
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as err:
+            raise UserError(
+                f"cannot read {path} as a .npy array: {err}", hint="save it with numpy.save"
+            ) from None
+        signature.check_input(spec.name, array)
+        arrays[spec.name] = array
+        sources[spec.name] = str(path)
+    missing = [s for s in signature.inputs if s.name not in arrays]
+    if missing:
+        random = signature.random_inputs(seed)
+        for spec in missing:
+            arrays[spec.name] = random[spec.name]
+            sources[spec.name] = f"random (seed {seed})"
+    for spec in signature.inputs:
+        say(f"input {spec.index} {spec.name!r} {spec.describe()}: {sources[spec.name]}")
+    return {"arrays": arrays, "sources": sources}
+
+
+def _describe_output(name: str, array) -> str:
+    import numpy as np
+
+    flat = array.reshape(-1)
+    text = f"{array.dtype}{list(array.shape)}, min {flat.min()}, max {flat.max()}"
+    if flat.size > 1:
+        text += f", argmax {int(np.argmax(flat))}"
+    return text
+
+
+def _device_json(info) -> Dict[str, Any]:
+    return {
+        "board": info.board,
+        "runtime_version": info.runtime_version,
+        "protocol_version": info.protocol_version,
+        "model_name": info.model_name,
+        "model_hash": info.model_hash,
+        "arena_bytes": info.arena_bytes,
+        "workspace_bytes": info.workspace_bytes,
+        "max_packet": info.max_packet,
+        "timer_hz": info.timer_hz,
+    }
+
+
+def _timing_note(board: str) -> Optional[str]:
+    try:
+        from utvm.boards.database import get_board
+
+        if get_board(board).is_emulated:
+            return f"note: {board} is an emulator; its timings are emulator timings, not the chip's"
+    except (ImportError, UserError):
+        pass
+    return None
+
+
+def _save_outputs(path: pathlib.Path, outputs: Dict[str, Any]) -> None:
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:  # a file object, so numpy does not append .npz to the name
+        np.savez(f, **outputs)
+
+
+def _run_standalone(args, project: pathlib.Path, say) -> int:
+    from .signature import ModelSignature
+    from .standalone import run_standalone
+
+    wanted = [flag for flag in ("benchmark", "profile", "validate") if getattr(args, flag)]
+    if wanted:
+        raise UserError(
+            f"--{wanted[0]} needs a host-driven device; {project} is an aot_standalone project",
+            hint="generate a host_driven project (-o project_type=host_driven) for those",
+        )
+    signature = ModelSignature(json.loads((project / "model" / "metadata.json").read_text()))
+    inputs = _load_inputs(signature, _parse_input_specs(args.inputs), args.seed, say)
+    outputs = run_standalone(project, inputs["arrays"])
+    for name, array in outputs.items():
+        say(f"output {name!r}: {_describe_output(name, array)}")
+    summary = {"project": str(project), "project_type": "aot_standalone", "seed": args.seed}
+    summary["inputs"] = inputs["sources"]
+    summary["outputs"] = {n: {"dtype": str(a.dtype), "shape": list(a.shape)} for n, a in outputs.items()}
+    if args.output:
+        _save_outputs(pathlib.Path(args.output), outputs)
+        summary["output_file"] = str(pathlib.Path(args.output).resolve())
+        say(f"outputs written to {args.output}")
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from utvm.project_api.options import parse_option_args
+
+    from .standalone import project_type
+
+    say = _Printer(to_stderr=args.json)
+    project = pathlib.Path(args.project)
+    if not project.is_dir():
+        raise UserError(
+            f"project {project} not found", hint="make one with `utvm create-project` and `utvm build`"
+        )
+    if project_type(project) == "aot_standalone":
+        return _run_standalone(args, project, say)
+    if min(args.number, args.repeat) < 1 or args.warmup < 0:
+        raise UserError("--number and --repeat must be at least 1, --warmup at least 0")
+    options = parse_option_args(args.options)
+    from .executor import Session
+
+    session = Session.from_project(
+        project, options, transport=args.transport, timeout=args.timeout, progress=say.progress
+    )
+    with session:
+        return _drive(session, args, say)
+
+
+def _drive(session, args, say) -> int:
+    info = session.info
+    say(f"device: board {info.board}, runtime {info.runtime_version}, model {info.model_name}")
+    say(f"        model hash {info.model_hash[:16]}...")
+    say(f"        arena {info.arena_bytes} B, workspace {info.workspace_bytes} B, timer {info.timer_hz} Hz")
+    note = _timing_note(info.board)
+    if note:
+        say(note)
+    summary: Dict[str, Any] = {
+        "project": str(pathlib.Path(args.project).resolve()),
+        "device": _device_json(info),
+        "seed": args.seed,
+    }
+    inputs = _load_inputs(session.signature, _parse_input_specs(args.inputs), args.seed, say)
+    summary["inputs"] = inputs["sources"]
+    session.set_inputs(inputs["arrays"])
+    seconds = session.run()
+    outputs = session.get_outputs()
+    say(f"ran in {seconds * 1e3:.4f} ms (device timer)")
+    summary["run_seconds"] = seconds
+    summary["outputs"] = {}
+    for name, array in outputs.items():
+        say(f"output {name!r}: {_describe_output(name, array)}")
+        summary["outputs"][name] = {"dtype": str(array.dtype), "shape": list(array.shape)}
+    if args.output:
+        _save_outputs(pathlib.Path(args.output), outputs)
+        summary["output_file"] = str(pathlib.Path(args.output).resolve())
+        for name in outputs:
+            summary["outputs"][name]["path"] = f"{summary['output_file']}:{name}"
+        say(f"outputs written to {args.output}")
+    status = 0
+    if args.benchmark:
+        result = session.benchmark(number=args.number, repeat=args.repeat, warmup=args.warmup)
+        say(f"benchmark: {result.summary()}")
+        summary["benchmark"] = result.to_json()
+    if args.profile:
+        report = session.profile()
+        say("profile (device time per kernel):")
+        say(report.table())
+        if args.benchmark:
+            whole = summary["benchmark"]["median"]
+            say(f"kernels sum to {report.total * 1e3:.4f} ms; a whole run: {whole * 1e3:.4f} ms (median)")
+        summary["profile"] = report.to_json()
+    if args.validate:
+        say("validating layer by layer against the host reference...")
+        report = session.validate()
+        if not report.passed:
+            say(report.table())
+            status = 1
+        say(f"validation: {report.verdict()}")
+        summary["validation"] = report.to_json()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    return status

@@ -1,0 +1,325 @@
+"""The user-facing session: a compiled model on a device, driven from Python.
+
+    with Session.from_project("proj") as sess:          # or Session(transport, "model.tar")
+        sess.set_input("input_1", x)
+        sess.run()
+        y = sess.get_output(0)
+        print(sess.benchmark().summary())
+        print(sess.profile().table())
+        print(sess.validate().verdict())
+
+Every array is checked against the archive's signature (metadata.json) before a byte is sent,
+the device is checked to carry the archive's model (same hash) when the session opens, and the
+session closes its transport (and the project's server, when it opened it) on every error path.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Callable, Dict, Mapping, Optional
+
+import numpy as np
+
+from .benchmark import BenchmarkResult, timed
+from .device import DeviceClient, DeviceInfo
+from .errors import HostDrivenError
+from .profile import ProfileReport, profile_kernels
+from .session import ProtocolSession
+from .signature import Key, ModelSignature, SignatureError
+from .transport import Transport
+from .validate import Reference, ValidationReport, validate_layers
+
+# How long a whole run (or one kernel) may take before the device is declared hung.
+DEFAULT_RUN_TIMEOUT = 120.0
+# Transfers at least this large report progress.
+PROGRESS_MIN_BYTES = 256 * 1024
+
+Progress = Callable[[str, int, int], None]
+
+
+class ModelMismatchError(HostDrivenError):
+    """The device carries another model (or another build of it) than the archive given."""
+
+
+def _load_library(model):
+    from utvm.model_library import ModelLibrary, load
+
+    return model if isinstance(model, ModelLibrary) else load(pathlib.Path(model))
+
+
+def _clobbered_inputs(library) -> bool:
+    """True when some kernel writes over an input's bytes, so inputs must be re-sent before a run."""
+    tensors = library.tensors
+    written = {t for k in library.kernels for t in k["outputs"]}
+    for entry in library.inputs:
+        tensor = tensors[entry["tensor"]]
+        start, end = tensor["offset"], tensor["offset"] + tensor["nbytes"]
+        for tid in written:
+            other = tensors[tid]
+            if (
+                other["storage"] == "arena"
+                and other["offset"] < end
+                and start < other["offset"] + other["nbytes"]
+            ):
+                return True
+    return False
+
+
+class Session:
+    """A model on a device: set inputs, run, read outputs, benchmark, profile and validate.
+
+    ``transport`` is any :class:`Transport` to a device flashed with ``model`` (a ModelLibrary or
+    the path of its archive). The session owns the transport: closing the session closes it.
+    ``timeout`` and ``retries`` go to the protocol session; ``run_timeout`` bounds runs;
+    ``progress(what, done, total)`` is called during large transfers.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        model,
+        *,
+        timeout: float = 5.0,
+        retries: int = 3,
+        run_timeout: float = DEFAULT_RUN_TIMEOUT,
+        check_model: bool = True,
+        progress: Optional[Progress] = None,
+        log_handler: Optional[Callable[[int, str], None]] = None,
+        project=None,
+        owns_project: bool = False,
+    ):
+        self.project = project
+        self._owns_project = owns_project
+        self.transport = transport
+        self.protocol: Optional[ProtocolSession] = None
+        try:
+            self.library = _load_library(model)
+            self.signature = ModelSignature(self.library.metadata)
+            self.protocol = ProtocolSession(
+                transport, timeout=timeout, retries=retries, log_handler=log_handler
+            )
+        except BaseException:
+            self.close()
+            raise
+        self.device = DeviceClient(self.protocol)
+        self.run_timeout = run_timeout
+        self.check_model = check_model
+        self.progress = progress
+        self.info: Optional[DeviceInfo] = None
+        self.last_run_seconds: Optional[float] = None
+        self._inputs: Dict[str, np.ndarray] = {}
+        self._stale_inputs: set = set()
+        self._runs_clobber_inputs = _clobbered_inputs(self.library)
+
+    @classmethod
+    def from_project(
+        cls,
+        project,
+        options: Optional[Mapping[str, Any]] = None,
+        transport: str = "auto",
+        model=None,
+        **kwargs,
+    ) -> Session:
+        """A session on a generated project's device (not yet opened; use ``with`` or ``open()``).
+
+        ``project`` is a GeneratedProject or a project directory (whose server the session then
+        starts and stops). ``transport`` is "auto" (direct when the server offers it, else the
+        relay), "direct" or "relay". ``model`` defaults to the project's model.tar.
+        """
+        from utvm.project_api.project import GeneratedProject
+
+        from .direct import open_project_transport
+
+        owns = not isinstance(project, GeneratedProject)
+        if owns:
+            project = GeneratedProject.from_directory(project)
+        try:
+            model = model if model is not None else project.directory / "model.tar"
+            link = open_project_transport(project, options, mode=transport)
+        except BaseException:
+            if owns:
+                project.close()
+            raise
+        return cls(link, model, project=project, owns_project=owns, **kwargs)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def open(self) -> Session:
+        """Handshake, read the device info, and check that the device runs this archive's model.
+
+        Also the way back after a DeviceRebootedError: the inputs set before are sent again
+        before the next run.
+        """
+        try:
+            self.protocol.open()
+            self._stale_inputs = set(self._inputs)
+            self.info = self.device.info()
+            if self.check_model:
+                self._check_model(self.info)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _check_model(self, info: DeviceInfo) -> None:
+        meta = self.library.metadata
+        if info.model_hash != meta["model_hash"]:
+            raise ModelMismatchError(
+                f"the device runs model {info.model_name!r} (hash {info.model_hash[:12]}), but the archive "
+                f"{self.library.path} holds {meta['model_name']!r} (hash {meta['model_hash'][:12]})",
+                hint="rebuild and flash the project from this archive, or give the archive it was built from",
+            )
+        tensors, kernels = len(self.library.tensors), len(self.library.kernels)
+        if info.num_tensors != tensors or info.num_kernels != kernels:
+            raise ModelMismatchError(
+                f"the device's model table ({info.num_tensors} tensors, {info.num_kernels} kernels) "
+                f"differs from the archive's ({tensors} tensors, {kernels} kernels)",
+                hint="rebuild and flash the project",
+            )
+
+    def reset(self) -> None:
+        """Reboot the device and open a new session on it; the inputs are sent again before the next run."""
+        self.device.reset(timeout=self.run_timeout)
+        self._stale_inputs = set(self._inputs)
+        self.info = self.device.info()
+
+    def close(self) -> None:
+        """Close the transport (and the project's server if this session started it). Idempotent."""
+        try:
+            if self.protocol is not None:
+                self.protocol.close()
+            elif self.transport is not None:
+                self.transport.close()
+        finally:
+            self.transport = None
+            if self._owns_project and self.project is not None:
+                project, self.project = self.project, None
+                project.close()
+
+    def __enter__(self) -> Session:
+        if self.info is None:
+            self.open()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- tensors ---------------------------------------------------------------------------------
+
+    def _progress_for(self, what: str, nbytes: int):
+        if self.progress is None or nbytes < PROGRESS_MIN_BYTES:
+            return None
+        return lambda done, total: self.progress(what, done, total)
+
+    def _send_input(self, name: str) -> None:
+        spec = self.signature.input(name)
+        data = self._inputs[name]
+        self.device.write_tensor(
+            spec.tensor_id, data, progress=self._progress_for(f"input {name}", spec.nbytes)
+        )
+        self._stale_inputs.discard(name)
+
+    def set_input(self, key: Key, array) -> None:
+        """Write input ``key`` (its name or position); dtype and shape must match the archive's."""
+        spec, data = self.signature.check_input(key, array)
+        self._inputs[spec.name] = data.copy()
+        self._send_input(spec.name)
+
+    def set_inputs(self, inputs: Mapping[Key, Any]) -> None:
+        for key, array in inputs.items():
+            self.set_input(key, array)
+
+    @property
+    def inputs(self) -> Dict[str, np.ndarray]:
+        """The inputs set so far, by name (host-side copies)."""
+        return dict(self._inputs)
+
+    def _refresh_inputs(self) -> None:
+        missing = [s.name for s in self.signature.inputs if s.name not in self._inputs]
+        if missing:
+            raise SignatureError(
+                f"input(s) {', '.join(repr(m) for m in missing)} of model {self.signature.model_name} "
+                "are not set",
+                hint="call set_input(name, array) for every input before running",
+            )
+        for name in sorted(self._stale_inputs):
+            self._send_input(name)
+
+    def note_inputs_consumed(self) -> None:
+        """Record that the device ran kernels, which may have overwritten the inputs' bytes."""
+        if self._runs_clobber_inputs:
+            self._stale_inputs = set(self._inputs)
+
+    def read_plan_tensor(self, tensor_id: int) -> np.ndarray:
+        """Any tensor of the plan (input, output, intermediate or constant) as the device holds it now."""
+        spec = self.library.tensors[tensor_id]
+        raw = self.device.read_tensor(
+            tensor_id, spec["nbytes"], progress=self._progress_for(f"tensor {spec['name']}", spec["nbytes"])
+        )
+        return np.frombuffer(raw, dtype=spec["dtype"]).reshape(spec["shape"]).copy()
+
+    def get_output(self, key: Key) -> np.ndarray:
+        """Output ``key`` (its name or position) after ``run()``."""
+        return self.read_plan_tensor(self.signature.output(key).tensor_id)
+
+    def get_outputs(self) -> Dict[str, np.ndarray]:
+        """Every output, by name."""
+        return {spec.name: self.get_output(spec.index) for spec in self.signature.outputs}
+
+    # -- execution -------------------------------------------------------------------------------
+
+    def run(self) -> float:
+        """Run the whole model once on the inputs set; returns the device-timed seconds it took."""
+        self._refresh_inputs()
+        ticks = self.device.run(timeout=self.run_timeout)
+        self.note_inputs_consumed()
+        self.last_run_seconds = ticks / self.device.timer_hz
+        return self.last_run_seconds
+
+    def run_kernel(self, index: int) -> float:
+        """Run one kernel on the arena as it is; returns its device-timed seconds."""
+        ticks = self.device.run_kernel(index, timeout=self.run_timeout)
+        self.note_inputs_consumed()
+        return ticks / self.device.timer_hz
+
+    def benchmark(self, number: int = 10, repeat: int = 5, warmup: int = 1) -> BenchmarkResult:
+        """Device-timed whole-model runs: mean, median, std, min and max seconds per run."""
+        if self._inputs:
+            self._refresh_inputs()
+        try:
+            return timed(self.device, None, number=number, repeat=repeat, warmup=warmup)
+        finally:
+            self.note_inputs_consumed()
+
+    def profile(
+        self, number: int = 5, repeat: int = 5, warmup: int = 1, on_kernel: Optional[Callable] = None
+    ) -> ProfileReport:
+        """Device time of every kernel on its own, named as in the archive, in plan order."""
+        if self._inputs:
+            self._refresh_inputs()
+        names = [str(k["name"]) for k in self.library.kernels]
+        try:
+            return profile_kernels(
+                self.device, names, number=number, repeat=repeat, warmup=warmup, on_kernel=on_kernel
+            )
+        finally:
+            self.note_inputs_consumed()
+
+    def validate(
+        self,
+        reference: Reference = None,
+        inputs: Optional[Mapping[Key, Any]] = None,
+        isolate: bool = True,
+        on_kernel: Optional[Callable[[int, str], None]] = None,
+    ) -> ValidationReport:
+        """Run kernel by kernel and compare every intermediate tensor with ``reference``.
+
+        ``reference`` None uses model_library's HostReference on the same inputs; otherwise a
+        mapping of expected tensors or a callable returning one (see ``validate.py``).
+        ``inputs`` default to the ones set with ``set_input``.
+        """
+        if inputs is not None:
+            for key, array in inputs.items():
+                self.set_input(key, array)
+        self._refresh_inputs()
+        return validate_layers(self, self.inputs, reference=reference, isolate=isolate, on_kernel=on_kernel)
