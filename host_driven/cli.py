@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import pathlib
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from utvm.project_api.errors import UserError
 
@@ -180,17 +180,6 @@ def _device_json(info) -> Dict[str, Any]:
     }
 
 
-def _timing_note(board: str) -> Optional[str]:
-    try:
-        from utvm.boards.database import get_board
-
-        if get_board(board).is_emulated:
-            return f"note: {board} is an emulator; its timings are emulator timings, not the chip's"
-    except (ImportError, UserError):
-        pass
-    return None
-
-
 def _save_outputs(path: pathlib.Path, outputs: Dict[str, Any]) -> None:
     import numpy as np
 
@@ -248,20 +237,24 @@ def cmd_run(args) -> int:
         project, options, transport=args.transport, timeout=args.timeout, progress=say.progress
     )
     with session:
-        return _drive(session, args, say)
+        return _drive(session, args, say, options)
 
 
-def _drive(session, args, say) -> int:
+def _drive(session, args, say, options: Dict[str, Any]) -> int:
+    from utvm.boards.device_time import project_device_clock
+
     info = session.info
     say(f"device: board {info.board}, runtime {info.runtime_version}, model {info.model_name}")
     say(f"        model hash {info.model_hash[:16]}...")
     say(f"        arena {info.arena_bytes} B, workspace {info.workspace_bytes} B, timer {info.timer_hz} Hz")
-    note = _timing_note(info.board)
-    if note:
-        say(note)
+    # Cycles on silicon, instructions under QEMU -icount, and a note for every emulated board.
+    clock = project_device_clock(args.project, info.board, options)
+    if clock.note:
+        say(f"note: {clock.note}")
     summary: Dict[str, Any] = {
         "project": str(pathlib.Path(args.project).resolve()),
         "device": _device_json(info),
+        "device_clock": clock.to_json(),
         "seed": args.seed,
     }
     inputs = _load_inputs(session.signature, _parse_input_specs(args.inputs), args.seed, say)
@@ -269,8 +262,10 @@ def _drive(session, args, say) -> int:
     session.set_inputs(inputs["arrays"])
     seconds = session.run()
     outputs = session.get_outputs()
-    say(f"ran in {seconds * 1e3:.4f} ms (device timer)")
+    say(f"ran in {clock.describe(seconds)}")
     summary["run_seconds"] = seconds
+    if clock.unit:
+        summary[f"run_{clock.unit}"] = clock.count(seconds)
     summary["outputs"] = {}
     for name, array in outputs.items():
         say(f"output {name!r}: {_describe_output(name, array)}")
@@ -284,15 +279,18 @@ def _drive(session, args, say) -> int:
     status = 0
     if args.benchmark:
         result = session.benchmark(number=args.number, repeat=args.repeat, warmup=args.warmup)
-        say(f"benchmark: {result.summary()}")
+        say(f"benchmark: {clock.benchmark_summary(result)}")
         summary["benchmark"] = result.to_json()
+        if clock.unit:
+            summary["benchmark"][clock.unit] = clock.counts_of(result)
     if args.profile:
         report = session.profile()
-        say("profile (device time per kernel):")
-        say(report.table())
+        say(f"profile (device {clock.unit or 'time'} per kernel):")
+        say(clock.profile_table(report))
         if args.benchmark:
             whole = summary["benchmark"]["median"]
-            say(f"kernels sum to {report.total * 1e3:.4f} ms; a whole run: {whole * 1e3:.4f} ms (median)")
+            total = clock.describe(report.total)
+            say(f"kernels sum to {total}; a whole run: {clock.describe(whole)} (median)")
         summary["profile"] = report.to_json()
     if args.validate:
         say("validating layer by layer against the host reference...")
