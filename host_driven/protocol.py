@@ -10,6 +10,9 @@ import struct
 PROTOCOL_VERSION = 1
 # Smallest packet limit a session may negotiate (bytes, CRC excluded).
 MIN_PACKET = 64
+# CRC-16/CCITT detects every 1-, 2- and 3-bit error only while the data it covers is at most
+# 32751 bits (4093 bytes); beyond that two flips 32767 bits apart cancel out. No packet is larger.
+MAX_PACKET = 4093
 
 # Packet kinds (first byte of every packet).
 PKT_HELLO = 0x01

@@ -35,7 +35,7 @@ _LOG = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_RETRIES = 3
 # The host's packet limit proposal; the device answers with its own and both use the smaller.
-DEFAULT_MAX_PACKET = 64 * 1024
+DEFAULT_MAX_PACKET = P.MAX_PACKET
 # Requests in flight at once, at most; the device's rx window may lower it.
 DEFAULT_WINDOW = 8
 RECENT_LOG_LINES = 20
@@ -60,8 +60,9 @@ class ProtocolSession:
                  retries: int = DEFAULT_RETRIES, log_handler: Optional[LogHandler] = None,
                  max_packet: int = DEFAULT_MAX_PACKET, window: int = DEFAULT_WINDOW,
                  open_timeout: Optional[float] = None):
-        if max_packet < P.MIN_PACKET:
-            raise ValueError(f"max_packet must be at least {P.MIN_PACKET} bytes, got {max_packet}")
+        if not P.MIN_PACKET <= max_packet <= P.MAX_PACKET:
+            raise ValueError(f"max_packet must be {P.MIN_PACKET} to {P.MAX_PACKET} bytes (the most "
+                             f"CRC-16/CCITT fully protects), got {max_packet}")
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
         self.transport = transport

@@ -95,7 +95,7 @@ def test_handshake_negotiates_the_smaller_packet(open_session):
     small = open_session(max_packet=128)
     assert small.max_packet == 128 and small.device_max_packet == 512
     assert small.window == 4 and small.session_id != 0
-    large = open_session(max_packet=1 << 20, window=2)
+    large = open_session(max_packet=P.MAX_PACKET, window=2)
     assert large.max_packet == 512 and large.window == 2
 
 
@@ -146,10 +146,10 @@ def test_chunked_write_and_read_round_trip_with_progress(client):
     assert client.read_tensor(BIG, 300) == data[:300]
 
 
-def test_large_packets_move_a_megabyte(tmp_path):
+def test_largest_packets_move_a_megabyte(tmp_path):
     exe = build_device(tmp_path, defines=[*FAST_LINK_DEFINES, "FIXTURE_BIG_BYTES=1048576"])
     with ProtocolSession(SubprocessTransport([str(exe)]), timeout=10) as session:
-        assert session.max_packet == 65536 and session.window == 8
+        assert session.max_packet == P.MAX_PACKET and session.window == 8
         client = DeviceClient(session)
         data = os.urandom(1 << 20)
         client.write_tensor(BIG, data)
@@ -447,3 +447,9 @@ def test_device_logs_reach_python_logging(open_session, caplog):
     assert (logging.INFO, "fixture_guard saw 124") in received
     assert any(r.name == "utvm.device" and r.getMessage() == "fixture_guard saw 124" for r in caplog.records)
     assert "fixture_guard saw 124" in session.recent_logs
+
+
+@pytest.mark.parametrize("limit", [P.MAX_PACKET + 1, 65536])
+def test_the_host_never_proposes_packets_the_crc_cannot_protect(limit):
+    with pytest.raises(ValueError, match="at most|4093"):
+        ProtocolSession(object(), max_packet=limit)

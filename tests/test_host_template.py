@@ -78,7 +78,7 @@ def test_generated_project_is_self_contained(project, archive):
     assert (project / "model.tar").read_bytes() == archive.read_bytes()
     makefile = (project / "Makefile").read_text()
     assert str(project) not in makefile and "/tmp" not in makefile  # relative paths only
-    assert "UTVM_MAX_PACKET=65536" in makefile
+    assert "UTVM_MAX_PACKET=4093" in makefile
     saved = json.loads((project / "utvm-project.json").read_text())
     assert saved["platform_name"] == "host" and saved["options"]["project_type"] == "host_driven"
 

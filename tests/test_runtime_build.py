@@ -15,6 +15,7 @@ from runtime_fixtures.build import (
     FAST_LINK_DEFINES,
     FIXTURE_DIR,
     RUNTIME_DIR,
+    STRICT_FLAGS,
     build_device,
     compile_c,
     include_flags,
@@ -126,3 +127,12 @@ def test_runtime_code_size_on_cortex_m3(tmp_path):
 def test_runtime_compiles_for_aarch64(tmp_path):
     cc = require_compiler("aarch64-linux-gnu-gcc")
     build_device(tmp_path, cc=cc)
+
+
+def test_a_packet_limit_beyond_the_crc_guarantee_does_not_compile(tmp_path):
+    """UTVM_MAX_PACKET above 4093 would let two bit flips 32767 bits apart pass the CRC."""
+    cmd = [require_compiler("gcc"), *STRICT_FLAGS, *include_flags(), "-DUTVM_MAX_PACKET=4094", "-c",
+           str(RUNTIME_DIR / "src" / "session.c"), "-o", str(tmp_path / "session.o")]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "at most 4093" in result.stderr

@@ -41,7 +41,7 @@ PROGRAMS = {"host_driven": "build/model_device", "aot_standalone": "build/model_
 # A pipe is fast and RAM is plentiful here: big packets, several requests in flight, big port
 # reads and writes, and the fast CRC (docs/host-driven-protocol.md, "Device runtime configuration").
 FAST_LINK_DEFINES = [
-    "UTVM_MAX_PACKET=65536",
+    "UTVM_MAX_PACKET=4093",  # the protocol maximum
     "UTVM_RX_WINDOW=8",
     "UTVM_RX_CHUNK=65536",
     "UTVM_TX_CHUNK=16384",

@@ -8,13 +8,19 @@
 
 /* Largest packet payload (bytes, excluding framing) the device accepts and
  * sends. The host proposes its own limit at HELLO; both use the smaller one.
- * Small MCUs keep this low; the POSIX host template raises it (e.g. 65536) for
- * throughput. It sizes the receive and transmit buffers (about 2x this in RAM). */
+ * Small MCUs keep this low; the POSIX host template raises it to the protocol's
+ * maximum for throughput. It sizes the receive and transmit buffers (about 2x this
+ * in RAM). */
 #ifndef UTVM_MAX_PACKET
 #define UTVM_MAX_PACKET 512
 #endif
 #if UTVM_MAX_PACKET < 64
 #error "UTVM_MAX_PACKET must be at least 64 (the protocol's minimum packet)"
+#endif
+/* CRC-16/CCITT detects every 1-, 2- and 3-bit error only while the data it covers is at
+ * most 32751 bits; past that, two flips 32767 bits apart cancel. So no packet is larger. */
+#if UTVM_MAX_PACKET > 4093
+#error "UTVM_MAX_PACKET must be at most 4093 (the largest packet CRC-16/CCITT fully protects)"
 #endif
 
 /* Device log level: 0 off, 1 error, 2 warn, 3 info, 4 debug. */
