@@ -30,7 +30,7 @@ system-deps:
 		fi; \
 	else echo "not root: skipping Debian packages ($(APT_PACKAGES)); tests that need them will skip"; fi
 
-demo: venv
+demo: venv system-deps
 	$(VENV)/bin/utvm demo
 
 test: venv system-deps

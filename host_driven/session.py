@@ -339,7 +339,3 @@ class ProtocolSession:
         raise IoTimeoutError(f"the device did not announce a reboot within {timeout:.3g} s"
                              + self._log_context())
 
-
-# The name this class had before utvm.host_driven.Session (the executor session) existed; kept so
-# that code written against it keeps working. New code uses ProtocolSession.
-Session = ProtocolSession

@@ -18,7 +18,7 @@ from utvm.boards import get_board
 from utvm.host_driven.device import DeviceClient
 from utvm.host_driven.errors import DeviceError, DeviceRebootedError, TransportClosedError
 from utvm.host_driven.serial_transport import SerialTransport
-from utvm.host_driven.session import Session
+from utvm.host_driven.session import ProtocolSession
 from utvm.host_driven.transport import SubprocessTransport
 
 sys.path.insert(0, str(REPO_ROOT / "templates" / "baremetal"))
@@ -62,7 +62,7 @@ def firmware(tmp_path_factory):
 
 @pytest.fixture
 def device(firmware):
-    """device(board, icount_shift=None) -> (QemuProcess, open Session)."""
+    """device(board, icount_shift=None) -> (QemuProcess, open ProtocolSession)."""
     require_tool("qemu-system-arm")
     opened = []
 
@@ -72,13 +72,13 @@ def device(firmware):
                                   icount_shift=icount_shift)
         opened.append(runner)
         url = runner.launch()  # the session connects itself, as a utvm client does
-        session = Session(SerialTransport(url), timeout=5.0)
+        session = ProtocolSession(SerialTransport(url), timeout=5.0)
         opened.append(session)
         return runner, session.open()
 
     yield start
     for thing in reversed(opened):
-        thing.close() if isinstance(thing, Session) else thing.stop()
+        thing.close() if isinstance(thing, ProtocolSession) else thing.stop()
 
 
 def _input(first: int) -> np.ndarray:
@@ -162,7 +162,7 @@ def posix_reference(tmp_path_factory):
     machine (the POSIX port) and driven over the protocol."""
     require_tool("gcc")
     exe = build_device(tmp_path_factory.mktemp("posix"))
-    with Session(SubprocessTransport([str(exe)]), timeout=10) as session:
+    with ProtocolSession(SubprocessTransport([str(exe)]), timeout=10) as session:
         client = DeviceClient(session)
         client.write_tensor(INPUT, _input(STANDALONE_FIRST).tobytes())
         client.run()

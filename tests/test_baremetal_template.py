@@ -21,7 +21,7 @@ from runtime_fixtures.build import FIXTURE_DIR, build_device
 from utvm.boards import board_names
 from utvm.host_driven.device import DeviceClient
 from utvm.host_driven.executor import Session as ModelSession
-from utvm.host_driven.session import Session
+from utvm.host_driven.session import ProtocolSession
 from utvm.host_driven.transport import SubprocessTransport
 from utvm.model_library.archive import write_archive
 from utvm.project_api.errors import UserError
@@ -85,7 +85,7 @@ def posix_output(tmp_path_factory):
     """The fixture's output for input seed 11, from the same runtime built for this machine."""
     require_tool("gcc")
     exe = build_device(tmp_path_factory.mktemp("posix"))
-    with Session(SubprocessTransport([str(exe)]), timeout=10) as session:
+    with ProtocolSession(SubprocessTransport([str(exe)]), timeout=10) as session:
         client = DeviceClient(session)
         client.write_tensor(INPUT, _input().tobytes())
         client.run()

@@ -17,6 +17,7 @@ from host_driven_helpers import (
     run_cli,
     shared_model_archive,
 )
+from tflite_reference import tflite_reference
 from utvm.host_driven.signature import ModelSignature
 from utvm.model_library import load
 
@@ -24,15 +25,6 @@ MODELS = ["kws_dscnn_int8.tflite", "ic_resnet8_int8.tflite", "ad01_int8.tflite",
 SEED = 1234
 # The device's own two measurements must agree: kernels timed one by one vs. the whole run.
 PROFILE_CONSISTENCY = 0.15
-
-
-def litert_outputs(model_path, array):
-    litert = pytest.importorskip("ai_edge_litert.interpreter", reason="ai-edge-litert not installed")
-    interpreter = litert.Interpreter(model_path=str(model_path), num_threads=1)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], array)
-    interpreter.invoke()
-    return [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
 
 
 def assert_close_to_reference(got, want):
@@ -89,7 +81,7 @@ def full_report(case):
 
 def test_outputs_match_the_tflite_interpreter(case, full_report):
     _, out = full_report
-    expected = litert_outputs(case["model"], case["input"])
+    expected = tflite_reference(case["model"], [case["input"]])
     names = [o["name"] for o in load(case["archive"]).outputs]
     with np.load(out) as saved:
         assert sorted(saved.files) == sorted(names)
