@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -349,8 +350,12 @@ def _bind_detached_params(mod, relax):
 
 
 def _is_torch_object(obj) -> bool:
-    module = type(obj).__module__
-    return module.startswith("torch")
+    # A user's model is a subclass of nn.Module defined in their own module, so the class's module
+    # name says nothing; ask torch, but only if the caller already imported it (it is optional).
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    return isinstance(obj, (torch.nn.Module, torch.export.ExportedProgram))
 
 
 def _load_torch_file(path: Path):

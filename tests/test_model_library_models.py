@@ -8,6 +8,9 @@ module, and ONNX Runtime. The tiny TFLite models must match the TFLite reference
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from conftest import require_tool
@@ -255,6 +258,29 @@ def test_torch_export_input(tmp_path):
     module = Tiny().eval()
     x = torch.randn(1, 8)
     library = ml.load(ml.compile(module, tmp_path / "tiny.tar", example_inputs=(x,)))
+    with ml.HostReference(library) as host:
+        host.set_input(0, x.numpy())
+        host.run()
+        np.testing.assert_allclose(host.get_output(0), module(x).detach().numpy(), **FLOAT_TOLERANCE)
+
+
+def test_torch_export_file_through_the_cli(tmp_path):
+    """A program saved with torch.export.save (.pt2) compiles from the command line."""
+    torch = pytest.importorskip(
+        "torch", reason="torch not installed (optional extra: pip install 'utvm[torch]')"
+    )
+    torch.manual_seed(1)
+    module = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh()).eval()
+    x = torch.randn(2, 6)
+    torch.export.save(torch.export.export(module, (x,)), str(tmp_path / "seq.pt2"))
+    result = subprocess.run(
+        [sys.executable, "-m", "utvm.project_api.cli", "compile", str(tmp_path / "seq.pt2"),
+         "-o", str(tmp_path / "seq.tar")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    library = ml.load(tmp_path / "seq.tar")
+    assert library.metadata["source_format"] == "torch"
     with ml.HostReference(library) as host:
         host.set_input(0, x.numpy())
         host.run()
