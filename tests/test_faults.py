@@ -32,7 +32,7 @@ from utvm.host_driven.errors import (
 from utvm.host_driven.executor import Session
 from utvm.host_driven.fault_injection import FROM_DEVICE, TO_DEVICE, FaultInjectingTransport, seeded_schedule
 from utvm.host_driven.framing import encode
-from utvm.host_driven.session import Session as ProtocolSession
+from utvm.host_driven.session import ProtocolSession
 from utvm.host_driven.transport import SubprocessTransport
 
 # Per-reply wait and re-sends: short, so a lost packet costs a fraction of a second. A lost RUN

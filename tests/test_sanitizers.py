@@ -21,7 +21,7 @@ from utvm.host_driven.device import DeviceClient
 from utvm.host_driven.errors import DeviceError
 from utvm.host_driven.executor import Session
 from utvm.host_driven.fault_injection import FROM_DEVICE, TO_DEVICE, FaultInjectingTransport
-from utvm.host_driven.session import Session as ProtocolSession
+from utvm.host_driven.session import ProtocolSession
 from utvm.host_driven.transport import SubprocessTransport
 
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
