@@ -85,17 +85,12 @@ PROJECT_OPTIONS = [
 ]
 
 
-class BuildError(server.ServerError):
-    """make or the C compiler failed; its output is in the server's output."""
-
-
-class ProjectStateError(server.ServerError):
-    """A method was called on a project that is not ready for it (not built, wrong project type)."""
+BuildError = server.BuildError
+ProjectStateError = server.ProjectStateError
 
 
 def _log(options, text):
-    if options.get("verbose"):
-        print(f"host: {text}", flush=True)
+    server.log_step(options, PLATFORM_NAME, text)
 
 
 # ---- generate_project (runs in the template, where utvm and jinja2 are installed) -----------
@@ -285,13 +280,7 @@ class HostHandler(server.ProjectAPIHandler):
         return program
 
     def server_info_query(self, tvm_version):
-        generated = server.is_generated_project(HERE)
-        return server.ServerInfo(
-            platform_name=PLATFORM_NAME,
-            is_template=not generated,
-            model_library_format_path=str(HERE / "model.tar") if generated else None,
-            project_options=PROJECT_OPTIONS,
-        )
+        return server.template_server_info(HERE, PLATFORM_NAME, PROJECT_OPTIONS)
 
     def generate_project(self, model_library_format_path, standalone_crt_dir, project_dir, options):
         _generate(pathlib.Path(model_library_format_path), pathlib.Path(project_dir), options)
