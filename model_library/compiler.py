@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable
 
 from . import c_sources, metadata
 from .archive import write_archive
 from .errors import ModelError
-from .frontends import import_model
+from .frontends import import_model, require_model_file
 from .integer_ops import rewrite_integer_ops
 from .kernel_codegen import generate_kernels
 from .lowering import lower, prim_funcs_in
@@ -66,6 +67,8 @@ def compile_model(
         raise ModelError(f"alignment must be a power of two, not {alignment}")
     preserve_inputs = bool(options.get("preserve_inputs", True))
     progress: Callable[[str], None] = options.get("progress") or (lambda line: None)
+    if isinstance(model, (str, os.PathLike)):
+        require_model_file(Path(model))  # before TVM is imported: a typo should cost no seconds
     target_dict = parse_target(target)
     tvm_target(target_dict)  # TVM's own check of the options, before any work is done
 

@@ -114,9 +114,17 @@ def import_model(
     return imported
 
 
-def _import_file(path: Path, fmt: str | None, input_shapes) -> ImportedModel:
+def require_model_file(path: Path) -> None:
+    """Refuse a model path that is not a file, before any slow import."""
     if not path.is_file():
-        raise ModelError(f"{path}: no such model file")
+        raise ModelError(
+            f"{path}: no such model file",
+            hint="check the path; a model is a .tflite, .onnx or .pt2 file",
+        )
+
+
+def _import_file(path: Path, fmt: str | None, input_shapes) -> ImportedModel:
+    require_model_file(path)
     data = path.read_bytes()
     if not data:
         raise ModelError(f"{path}: the file is empty (corrupt or truncated model)")

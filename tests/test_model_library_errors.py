@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 
 import pytest
 from model_builders import build_onnx_model, make_small_tflite
@@ -129,3 +131,22 @@ def test_cli_json_and_user_errors(tmp_path, capsys):
     args = _parser().parse_args(["compile", str(model), "-o", str(output), "--input-shape", "x"])
     with pytest.raises(ml.UserError, match="--input-shape"):
         args.func(args)
+
+
+def test_a_missing_model_file_fails_before_tvm_is_imported(tmp_path):
+    """A typo in the path costs nothing: no multi-second TVM import before the error."""
+    code = (
+        "import sys\n"
+        "from utvm.model_library import compile as c\n"
+        "from utvm.project_api.errors import UserError\n"
+        "try:\n"
+        "    c(sys.argv[1], sys.argv[2])\n"
+        "except UserError as e:\n"
+        "    print(e.hint)\n"
+        "print('tvm' in sys.modules)\n"
+    )
+    args = [sys.executable, "-c", code, str(tmp_path / "typo.tflite"), str(tmp_path / "x.tar")]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    hint, tvm_imported = result.stdout.splitlines()
+    assert "check the path" in hint
+    assert tvm_imported == "False"
