@@ -231,16 +231,25 @@ def cmd_run(args) -> int:
     if min(args.number, args.repeat) < 1 or args.warmup < 0:
         raise UserError("--number and --repeat must be at least 1, --warmup at least 0")
     options = parse_option_args(args.options)
+    inputs = None
+    archive = project / "model.tar"
+    if archive.is_file():  # our templates keep the archive here: check the inputs before any device starts
+        from utvm.model_library import load
+
+        from .signature import ModelSignature
+
+        signature = ModelSignature(load(archive).metadata)
+        inputs = _load_inputs(signature, _parse_input_specs(args.inputs), args.seed, say)
     from .executor import Session
 
     session = Session.from_project(
         project, options, transport=args.transport, timeout=args.timeout, progress=say.progress
     )
     with session:
-        return _drive(session, args, say, options)
+        return _drive(session, args, say, options, inputs)
 
 
-def _drive(session, args, say, options: Dict[str, Any]) -> int:
+def _drive(session, args, say, options: Dict[str, Any], inputs=None) -> int:
     from utvm.boards.device_time import project_device_clock
 
     info = session.info
@@ -257,7 +266,8 @@ def _drive(session, args, say, options: Dict[str, Any]) -> int:
         "device_clock": clock.to_json(),
         "seed": args.seed,
     }
-    inputs = _load_inputs(session.signature, _parse_input_specs(args.inputs), args.seed, say)
+    if inputs is None:
+        inputs = _load_inputs(session.signature, _parse_input_specs(args.inputs), args.seed, say)
     summary["inputs"] = inputs["sources"]
     session.set_inputs(inputs["arrays"])
     seconds = session.run()

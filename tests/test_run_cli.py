@@ -170,6 +170,7 @@ def test_bad_input_file_is_a_one_line_error(case):
     assert result.returncode == 2
     assert "error: input 0" in result.stderr and "got float64[3,3]" in result.stderr
     assert "Traceback" not in result.stderr
+    assert "device:" not in result.stdout + result.stderr, "inputs are checked before a device starts"
     result = run_cli("run", case["project"], "--input", "nosuch=x.npy")
     assert result.returncode == 2 and "has no input named 'nosuch'" in result.stderr
 
