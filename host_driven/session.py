@@ -12,6 +12,7 @@ session raises DeviceRebootedError; LOG packets go to Python logging at any time
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import secrets
 import time
@@ -26,7 +27,7 @@ from .errors import (
     SessionClosedError,
     TransportClosedError,
 )
-from .framing import FrameDecoder, encode
+from .framing import FrameDecoder, FrameEncoder, encode
 from .transport import Transport
 
 DEVICE_LOGGER = logging.getLogger("utvm.device")
@@ -37,11 +38,13 @@ DEFAULT_RETRIES = 3
 # The host's packet limit proposal; the device answers with its own and both use the smaller.
 DEFAULT_MAX_PACKET = P.MAX_PACKET
 # Requests in flight at once, at most; the device's rx window may lower it.
-DEFAULT_WINDOW = 8
+DEFAULT_WINDOW = 32
 RECENT_LOG_LINES = 20
 MIN_DECODE_LIMIT = 4096
 # Below glibc's mmap threshold: larger reads cost a fresh mapping (page faults) each time.
 _READ_BYTES = 64 * 1024
+
+_PACK_HEADER = P.HEADER.pack
 
 LogHandler = Callable[[int, str], None]
 
@@ -82,6 +85,7 @@ class ProtocolSession:
         # LOG lines are not bound by the negotiated limit (their own is UTVM_LOG_MAX_TEXT), so the
         # decoder accepts a little more than a tiny proposal.
         self._decoder = FrameDecoder(max(max_packet, MIN_DECODE_LIMIT))
+        self._encoder = FrameEncoder()
         # Packets decoded but not yet looked at (they arrived behind the last awaited reply).
         self._pending: Deque[bytes] = collections.deque()
         self._seq = secrets.randbelow(0x10000)
@@ -188,14 +192,18 @@ class ProtocolSession:
                 data = self.transport.read(_READ_BYTES, remaining)
             except IoTimeoutError:
                 return []
-            packets = []
-            for packet in self._decoder.feed(data):
-                if packet[0] == P.PKT_LOG:
-                    self._device_log(packet)
-                else:
-                    packets.append(packet)
+            packets = self._without_logs(self._decoder.feed(data))
             if packets or time.monotonic() >= deadline:
                 return packets
+
+    def _without_logs(self, packets: List[bytes]) -> List[bytes]:
+        """``packets`` but the LOG ones, which go to the device log on the way."""
+        if not any(packet[0] == P.PKT_LOG for packet in packets):
+            return packets
+        for packet in packets:
+            if packet[0] == P.PKT_LOG:
+                self._device_log(packet)
+        return [packet for packet in packets if packet[0] != P.PKT_LOG]
 
     def _reply_for(self, packet: bytes, outstanding: Dict[int, Tuple[int, int, bytes]]):
         """(seq, payload, error) for a reply to one of ours, None for anything else to ignore."""
@@ -229,7 +237,35 @@ class ProtocolSession:
 
     def request(self, cmd: int, payload: bytes = b"", timeout: Optional[float] = None) -> bytes:
         """Send one command and return its reply payload; a device refusal raises DeviceError."""
-        return self.request_many(cmd, [payload], timeout=timeout)[0]
+        if not self._open:
+            raise SessionClosedError("the session is not open", hint="call ProtocolSession.open() first")
+        if self._pending:
+            return self.request_many(cmd, [payload], timeout=timeout)[0]
+        # The common case, kept short (a round trip is a few microseconds): one frame out, and the
+        # first packet back is the reply. Anything else goes through request_many's general loop.
+        if timeout is None:
+            timeout = self.timeout
+        packet = self._request_packet(cmd, payload)
+        try:
+            self.transport.write(encode(packet), timeout)
+        except TransportClosedError as err:
+            raise self._send_failed(err, cmd) from err
+        bad_before = self._decoder.bad_frames
+        try:
+            data = self.transport.read(_READ_BYTES, timeout)
+        except IoTimeoutError:
+            packets = []
+            deadline = time.monotonic()  # the read waited the whole timeout
+        except TransportClosedError as err:
+            raise self._receive_failed(err, P.COMMAND_NAMES.get(cmd, f"command {cmd}")) from err
+        else:
+            packets = self._decoder.feed(data)
+            if len(packets) == 1 and packets[0][:P.HEADER.size] == _PACK_HEADER(
+                    P.PKT_REPLY_OK, cmd, self._seq, self.session_id):
+                return packets[0][P.HEADER.size:]
+            packets = self._without_logs(packets)
+            deadline = time.monotonic() + timeout
+        return self._await(cmd, [packet], packets, timeout, bad_before, deadline)[0]
 
     def request_many(self, cmd: int, payloads: Iterable[bytes], timeout: Optional[float] = None,
                      on_reply: Optional[Callable[[int, bytes], None]] = None) -> List[bytes]:
@@ -242,29 +278,51 @@ class ProtocolSession:
         if not self._open:
             raise SessionClosedError("the session is not open", hint="call ProtocolSession.open() first")
         timeout = self.timeout if timeout is None else timeout
+        return self._await(cmd, iter(payloads), [], timeout, self._decoder.bad_frames,
+                           time.monotonic() + timeout, on_reply=on_reply, framed=False)
+
+    def _await(self, cmd: int, requests: Iterable[bytes], packets: List[bytes], timeout: float,
+               bad_before: int, deadline: float, on_reply: Optional[Callable[[int, bytes], None]] = None,
+               framed: bool = True) -> List[bytes]:
+        """The replies to ``requests``: packets already sent when ``framed``, else payloads to send.
+
+        ``packets`` are ones already received for them (and ``bad_before`` the corrupted-frame
+        count before they were read), ``deadline`` when the requests already sent time out.
+        Requests go out in batches of up to ``window``, each batch in one write; replies are
+        matched by command, seq and session id.
+        """
         name = P.COMMAND_NAMES.get(cmd, f"command {cmd}")
         results: List[Optional[bytes]] = []
-        pending = iter(payloads)
+        # seq -> (index, cmd, request packet, header of its REPLY_OK), oldest first.
+        outstanding: Dict[int, Tuple[int, int, bytes, bytes]] = collections.OrderedDict()
+        pending = iter(requests)
         exhausted = False
-        # seq -> (index, cmd, framed request), oldest first.
-        outstanding: Dict[int, Tuple[int, int, bytes]] = collections.OrderedDict()
-        retries_left = self.retries
-        deadline = 0.0
-        while True:
-            while not exhausted and len(outstanding) < self.window:
-                payload = next(pending, None)
-                if payload is None:
-                    exhausted = True
-                    break
-                frame = self._frame_request(cmd, payload)
-                outstanding[self._seq] = (len(results), cmd, frame)
+        if framed:
+            for packet in pending:
+                seq = P.HEADER.unpack_from(packet)[2]
+                outstanding[seq] = (len(results), cmd, packet, _PACK_HEADER(P.PKT_REPLY_OK, cmd, seq,
+                                                                                self.session_id))
                 results.append(None)
-                self._send(frame, timeout, name)
-                deadline = time.monotonic() + timeout
+            exhausted = True
+        retries_left = self.retries
+        while True:
+            if not exhausted and len(outstanding) < self.window:
+                batch = []
+                for payload in itertools.islice(pending, self.window - len(outstanding)):
+                    packet = self._request_packet(cmd, payload)
+                    outstanding[self._seq] = (len(results), cmd, packet,
+                                              _PACK_HEADER(P.PKT_REPLY_OK, cmd, self._seq, self.session_id))
+                    results.append(None)
+                    batch.append(packet)
+                exhausted = len(outstanding) < self.window
+                if batch:
+                    self._send(self._encoder.encode_many(batch), timeout, cmd)
+                    deadline = time.monotonic() + timeout
             if not outstanding:
                 return results  # type: ignore[return-value]
-            bad_before = self._decoder.bad_frames
-            packets = self._receive(deadline, name)
+            if not packets:
+                bad_before = self._decoder.bad_frames
+                packets = self._receive(deadline, name)
             progressed = False
             for at, packet in enumerate(packets):
                 if not outstanding:
@@ -272,17 +330,23 @@ class ProtocolSession:
                     # reply, say) is for whoever reads next.
                     self._pending.extend(packets[at:])
                     break
-                reply = self._reply_for(packet, outstanding)
-                if reply is None:
-                    continue
-                seq, payload, error = reply
-                if error is not None:
-                    raise error
+                # Replies come in request order: check the oldest first, the general path after.
+                seq = next(iter(outstanding))
+                if packet.startswith(outstanding[seq][3]):
+                    payload = packet[P.HEADER.size:]
+                else:
+                    reply = self._reply_for(packet, outstanding)
+                    if reply is None:
+                        continue
+                    seq, payload, error = reply
+                    if error is not None:
+                        raise error
                 index = outstanding.pop(seq)[0]
                 results[index] = payload
                 progressed = True
                 if on_reply is not None:
                     on_reply(index, payload)
+            packets = []
             if progressed:
                 deadline = time.monotonic() + timeout
                 continue
@@ -299,32 +363,36 @@ class ProtocolSession:
             resend = list(outstanding.values())[:1] if corrupted else list(outstanding.values())
             _LOG.debug("re-sending %d %s request(s) (%s)", len(resend), name,
                        "corrupted frame" if corrupted else "timeout")
-            for _, _, frame in resend:
-                self.retransmissions += 1
-                self._send(frame, timeout, name)
+            self.retransmissions += len(resend)
+            self._send(self._encoder.encode_many([entry[2] for entry in resend]), timeout, cmd)
             deadline = time.monotonic() + timeout
 
-    def _frame_request(self, cmd: int, payload: bytes) -> bytes:
+    def _request_packet(self, cmd: int, payload: bytes) -> bytes:
         if P.HEADER.size + len(payload) > self.max_packet:
             raise ValueError(f"{P.COMMAND_NAMES.get(cmd, cmd)} payload of {len(payload)} bytes does not fit "
                              f"the negotiated packet of {self.max_packet} bytes")
-        self._seq = (self._seq + 1) & 0xFFFF
-        return encode(P.HEADER.pack(P.PKT_REQUEST, cmd, self._seq, self.session_id) + payload)
+        self._seq = seq = (self._seq + 1) & 0xFFFF
+        return _PACK_HEADER(P.PKT_REQUEST, cmd, seq, self.session_id) + payload
 
-    def _send(self, frame: bytes, timeout: float, name: str) -> None:
+    def _send(self, frame: bytes, timeout: float, cmd: int) -> None:
         try:
             self.transport.write(frame, timeout)
         except TransportClosedError as err:
-            self._open = False
-            raise TransportClosedError(f"{err}\n(while sending {name})") from err
+            raise self._send_failed(err, cmd) from err
+
+    def _send_failed(self, err: TransportClosedError, cmd: int) -> TransportClosedError:
+        self._open = False
+        return TransportClosedError(f"{err}\n(while sending {P.COMMAND_NAMES.get(cmd, f'command {cmd}')})")
 
     def _receive(self, deadline: float, name: str) -> List[bytes]:
         try:
             return self._packets_until(deadline)
         except TransportClosedError as err:
-            self._open = False
-            raise TransportClosedError(f"{err}\n(while waiting for the reply to {name})"
-                                       + self._log_context()) from err
+            raise self._receive_failed(err, name) from err
+
+    def _receive_failed(self, err: TransportClosedError, name: str) -> TransportClosedError:
+        self._open = False
+        return TransportClosedError(f"{err}\n(while waiting for the reply to {name})" + self._log_context())
 
     def wait_for_reboot(self, timeout: Optional[float] = None) -> int:
         """Wait for the device's boot ANNOUNCE (after a reset); returns its boot nonce."""

@@ -163,26 +163,38 @@ class SubprocessTransport(Transport):
             raise TransportClosedError("the subprocess transport is closed")
 
     def write(self, data: bytes, timeout: float) -> None:
-        self._check_open()
-        view = memoryview(data).cast("B")
+        if self._closed:
+            self._check_open()
+        try:
+            # Nearly always the pipe takes the whole frame at once: no deadline, no view needed.
+            written = os.write(self._in_fd, data)
+        except BlockingIOError:
+            written = 0
+        except (BrokenPipeError, ConnectionResetError) as err:
+            raise self._closed_error("cannot write to the device") from err
+        if written == len(data):
+            return
+        view = memoryview(data).cast("B")[written:]
         deadline = time.monotonic() + timeout
         while view:
+            if not _wait(self._writable, deadline):
+                if self.returncode is not None:
+                    raise self._closed_error("cannot write to the device")
+                raise IoTimeoutError(
+                    f"device process did not take {len(view)} more bytes within {timeout:.3g} s")
             try:
                 view = view[os.write(self._in_fd, view):]
             except BlockingIOError:
                 pass
             except (BrokenPipeError, ConnectionResetError) as err:
                 raise self._closed_error("cannot write to the device") from err
-            if view and not _wait(self._writable, deadline):
-                if self.returncode is not None:
-                    raise self._closed_error("cannot write to the device")
-                raise IoTimeoutError(
-                    f"device process did not take {len(view)} more bytes within {timeout:.3g} s")
 
     def read(self, n: int, timeout: float) -> bytes:
-        self._check_open()
-        deadline = time.monotonic() + timeout
+        if self._closed:
+            self._check_open()
+        deadline = None
         while True:
+            # Try first: on one CPU the device has usually answered by the time we read.
             try:
                 data = os.read(self._out_fd, n)
             except BlockingIOError:
@@ -191,6 +203,8 @@ class SubprocessTransport(Transport):
                 if not data:
                     raise self._closed_error("the device closed the link")
                 return data
+            if deadline is None:
+                deadline = time.monotonic() + timeout
             if not _wait(self._readable, deadline):
                 raise IoTimeoutError(f"no bytes from the device process within {timeout:.3g} s")
 

@@ -149,7 +149,7 @@ def test_chunked_write_and_read_round_trip_with_progress(client):
 def test_largest_packets_move_a_megabyte(tmp_path):
     exe = build_device(tmp_path, defines=[*FAST_LINK_DEFINES, "FIXTURE_BIG_BYTES=1048576"])
     with ProtocolSession(SubprocessTransport([str(exe)]), timeout=10) as session:
-        assert session.max_packet == P.MAX_PACKET and session.window == 8
+        assert session.max_packet == P.MAX_PACKET and session.window == 32
         client = DeviceClient(session)
         data = os.urandom(1 << 20)
         client.write_tensor(BIG, data)

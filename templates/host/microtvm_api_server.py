@@ -42,10 +42,10 @@ PROGRAMS = {"host_driven": "build/model_device", "aot_standalone": "build/model_
 # reads and writes, and the fast CRC (docs/host-driven-protocol.md, "Device runtime configuration").
 FAST_LINK_DEFINES = [
     "UTVM_MAX_PACKET=4093",  # the protocol maximum
-    "UTVM_RX_WINDOW=8",
+    "UTVM_RX_WINDOW=32",
     "UTVM_RX_CHUNK=65536",
     "UTVM_TX_CHUNK=16384",
-    "UTVM_CRC_TABLE=1",
+    "UTVM_CRC_TABLE=2",
 ]
 # read_transport with no timeout_sec waits at most this long (a call must never hang).
 DEFAULT_READ_TIMEOUT_SEC = 300.0

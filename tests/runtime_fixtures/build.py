@@ -15,8 +15,8 @@ RUNTIME_DIR = REPO_ROOT / "templates" / "runtime"
 FIXTURE_DIR = Path(__file__).resolve().parent
 STRICT_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 # What a fast host link wants (docs/host-driven-protocol.md, "Device runtime configuration").
-FAST_LINK_DEFINES = ["UTVM_MAX_PACKET=4093", "UTVM_RX_WINDOW=8", "UTVM_RX_CHUNK=65536",
-                     "UTVM_TX_CHUNK=16384", "UTVM_CRC_TABLE=1"]
+FAST_LINK_DEFINES = ["UTVM_MAX_PACKET=4093", "UTVM_RX_WINDOW=32", "UTVM_RX_CHUNK=65536",
+                     "UTVM_TX_CHUNK=16384", "UTVM_CRC_TABLE=2"]
 
 
 def runtime_files() -> dict:

@@ -7,7 +7,7 @@
 #include "utvm/port.h"
 #include "utvm/protocol.h"
 
-#if UTVM_CRC_TABLE
+#if UTVM_CRC_TABLE >= 1
 /* crc_byte[i]: the CRC register after shifting byte i through it (poly 0x1021). */
 static const uint16_t crc_byte[256] = {
     0x0000, 0x1021, 0x2042, 0x3063, 0x4084, 0x50A5, 0x60C6, 0x70E7,
@@ -44,9 +44,42 @@ static const uint16_t crc_byte[256] = {
     0x6E17, 0x7E36, 0x4E55, 0x5E74, 0x2E93, 0x3EB2, 0x0ED1, 0x1EF0,
 };
 
+#if UTVM_CRC_TABLE >= 2
+/* Slicing by 8 (fast links): crc_slice[k - 1][v] is the register after byte v and k zero bytes,
+ * from 0. The register folds into the first two bytes of each 8-byte block, and the eight
+ * lookups are independent, instead of a chain of one lookup per byte. Built on first use (3.5 KiB
+ * of RAM), from crc_byte. */
+static uint16_t crc_slice[7][256];
+static uint8_t crc_slice_ready;
+
+static void crc_slice_init(void) {
+  uint32_t k;
+  uint32_t v;
+  for (v = 0; v < 256u; v++) {
+    uint16_t crc = crc_byte[v];
+    for (k = 0; k < 7u; k++) {
+      crc = (uint16_t)((crc << 8) ^ crc_byte[crc >> 8]);
+      crc_slice[k][v] = crc;
+    }
+  }
+  crc_slice_ready = 1;
+}
+#endif
+
 uint16_t utvm_crc16(uint16_t crc, const uint8_t *data, uint32_t n) {
-  uint32_t i;
-  for (i = 0; i < n; i++) {
+  uint32_t i = 0;
+#if UTVM_CRC_TABLE >= 2
+  if (!crc_slice_ready) {
+    crc_slice_init();
+  }
+  for (; i + 8u <= n; i += 8u) {
+    const uint8_t *p = data + i;
+    crc = (uint16_t)(crc_slice[6][p[0] ^ (crc >> 8)] ^ crc_slice[5][p[1] ^ (crc & 0xFFu)] ^
+                     crc_slice[4][p[2]] ^ crc_slice[3][p[3]] ^ crc_slice[2][p[4]] ^ crc_slice[1][p[5]] ^
+                     crc_slice[0][p[6]] ^ crc_byte[p[7]]);
+  }
+#endif
+  for (; i < n; i++) {
     crc = (uint16_t)((crc << 8) ^ crc_byte[(crc >> 8) ^ data[i]]);
   }
   return crc;
@@ -94,6 +127,26 @@ static void end_frame(utvm_framer_t *f, utvm_packet_fn_t on_packet, void *ctx) {
 
 static int is_special(uint8_t b) { return b == UTVM_FRAME_FLAG || b == UTVM_FRAME_ESC; }
 
+/* Length of the leading run of data[0..n) with neither FLAG nor ESC. Whole machine words are
+ * skipped while none of their bytes is in 0x7C..0x7F (a superset of the two), several bytes per
+ * step on any core; the byte loop finds the exact end. */
+static uint32_t plain_run(const uint8_t *data, uint32_t n) {
+  const uintptr_t ones = (uintptr_t)-1 / 0xFFu;
+  uint32_t i = 0;
+  for (; i + sizeof(uintptr_t) <= n; i += (uint32_t)sizeof(uintptr_t)) {
+    uintptr_t w;
+    memcpy(&w, data + i, sizeof(w));
+    w = (w & (ones * 0xFCu)) ^ (ones * 0x7Cu);
+    if (((w - ones) & ~w & (ones * 0x80u)) != 0u) {
+      break;
+    }
+  }
+  while (i < n && !is_special(data[i])) {
+    i++;
+  }
+  return i;
+}
+
 void utvm_framer_feed(utvm_framer_t *f, const uint8_t *data, uint32_t n, utvm_packet_fn_t on_packet,
                       void *ctx) {
   uint32_t i = 0;
@@ -101,11 +154,8 @@ void utvm_framer_feed(utvm_framer_t *f, const uint8_t *data, uint32_t n, utvm_pa
     uint8_t b = data[i];
     if (!f->escaped && !f->dropping && !is_special(b)) {
       /* Fast path: copy the run of plain bytes up to the next FLAG/ESC at once. */
-      uint32_t run = i + 1;
+      uint32_t run = i + 1 + plain_run(data + i + 1, n - i - 1);
       uint32_t room = f->cap - f->len;
-      while (run < n && !is_special(data[run])) {
-        run++;
-      }
       if (run - i > room) {
         f->dropping = 1;
       } else {
@@ -170,9 +220,7 @@ static void stage_escaped(tx_stage_t *s, const uint8_t *data, uint32_t n) {
         stage_flush(s);
       }
       room = UTVM_TX_CHUNK - s->len;
-      while (run < n && run - i < room && !is_special(data[run])) {
-        run++;
-      }
+      run += plain_run(data + run, (n - run < room - 1u) ? n - run : room - 1u);
       memcpy(s->buf + s->len, data + i, run - i);
       s->len += run - i;
       i = run;

@@ -7,11 +7,16 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "utvm/port.h"
 #include "utvm_posix.h"
+
+#ifndef UTVM_POSIX_OUT_BUFFER
+#define UTVM_POSIX_OUT_BUFFER (256u * 1024u)
+#endif
 
 #ifndef UTVM_BOARD_NAME
 #define UTVM_BOARD_NAME "host"
@@ -21,7 +26,7 @@ static char **saved_argv;
 
 void utvm_posix_set_argv(char **argv) { saved_argv = argv; }
 
-int32_t utvm_port_write(const uint8_t *data, uint32_t n) {
+static int32_t write_all(const uint8_t *data, uint32_t n) {
   while (n > 0u) {
     ssize_t w = write(STDOUT_FILENO, data, n);
     if (w < 0) {
@@ -36,7 +41,36 @@ int32_t utvm_port_write(const uint8_t *data, uint32_t n) {
   return 0;
 }
 
+/* Output waits here until the device is about to read (or the buffer fills): the replies to a
+ * whole batch of pipelined requests then leave in one write, and the host is woken once per
+ * batch instead of once per reply. Every reply is out before the device waits for input. */
+static uint8_t out_buf[UTVM_POSIX_OUT_BUFFER];
+static uint32_t out_len;
+
+static int32_t flush_out(void) {
+  int32_t err = write_all(out_buf, out_len);
+  out_len = 0;
+  return err;
+}
+
+int32_t utvm_port_write(const uint8_t *data, uint32_t n) {
+  if (n > sizeof(out_buf) - out_len) {
+    if (flush_out() < 0) {
+      return -1;
+    }
+    if (n > sizeof(out_buf)) {
+      return write_all(data, n);
+    }
+  }
+  memcpy(out_buf + out_len, data, n);
+  out_len += n;
+  return 0;
+}
+
 int32_t utvm_port_read(uint8_t *buf, uint32_t n) {
+  if (out_len > 0u && flush_out() < 0) {
+    return -1;
+  }
   for (;;) {
     ssize_t r = read(STDIN_FILENO, buf, n);
     if (r > 0) {
@@ -60,6 +94,7 @@ uint64_t utvm_port_timer_hz(void) { return 1000000000u; }
 void utvm_port_reset(void) {
   /* Same pipes, fresh process: stdin/stdout survive exec, so the host sees a
    * new boot announcement on the same link. */
+  (void)flush_out(); /* the reply to RESET goes out before the new boot's ANNOUNCE */
   if (saved_argv != NULL) {
     execv("/proc/self/exe", saved_argv);
     execvp(saved_argv[0], saved_argv);
@@ -70,6 +105,7 @@ void utvm_port_reset(void) {
 void utvm_port_abort(int32_t code) {
   /* Exit codes are 8 bits; never let an abort look like a clean exit (0). */
   int status = (int)(code & 0xFF);
+  (void)flush_out();
   _exit(status != 0 ? status : 1);
 }
 

@@ -1,0 +1,86 @@
+"""Load the optional C framing accelerator (``_framing_accel.c``), compiling it on first use.
+
+The shared library is built with the host's C compiler (``$CC``, else ``cc``) into a cache folder
+(``$UTVM_CACHE_DIR``, else ``$XDG_CACHE_HOME/utvm`` or ``~/.cache/utvm``), named by a hash of the
+source and the Python platform, and loaded with ctypes. Anything that goes wrong (no compiler, a
+read-only cache, a non-POSIX platform) leaves ``load()`` returning None, and framing.py keeps its
+pure-Python path, which gives the same bytes. ``UTVM_FRAMING_ACCEL=0`` turns the accelerator off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+_LOG = logging.getLogger(__name__)
+SOURCE = Path(__file__).with_name("_framing_accel.c")
+ENV_SWITCH = "UTVM_FRAMING_ACCEL"
+COMPILE_TIMEOUT_SEC = 60.0
+
+_loaded = False
+_lib: Optional[ctypes.CDLL] = None
+
+
+def cache_dir() -> Path:
+    """Where compiled accelerators are kept."""
+    if os.environ.get("UTVM_CACHE_DIR"):
+        return Path(os.environ["UTVM_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "utvm"
+
+
+def _compile(source: bytes, target: Path) -> None:
+    compiler = os.environ.get("CC") or "cc"
+    if shutil.which(compiler) is None:
+        raise OSError(f"no C compiler ({compiler})")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target and rename: concurrent processes never load a half-written file.
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", tmp, "-x", "c", "-"], input=source,
+                       check=True, capture_output=True, timeout=COMPILE_TIMEOUT_SEC)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    lib.utvm_accel_crc16.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint]
+    lib.utvm_accel_crc16.restype = ctypes.c_uint
+    lib.utvm_accel_encode.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t,
+                                      ctypes.c_void_p]
+    lib.utvm_accel_encode.restype = ctypes.c_size_t
+    lib.utvm_accel_decode.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t]
+    lib.utvm_accel_decode.restype = ctypes.c_long
+    return lib
+
+
+def load() -> Optional[ctypes.CDLL]:
+    """The accelerator library, or None when it is switched off or cannot be built."""
+    global _loaded, _lib
+    if _loaded:
+        return _lib
+    _loaded = True
+    if os.environ.get(ENV_SWITCH, "1") == "0" or os.name != "posix":
+        return None
+    try:
+        source = SOURCE.read_bytes()
+        tag = hashlib.sha256(source + (sysconfig.get_platform() or "").encode()).hexdigest()[:16]
+        target = cache_dir() / f"framing-accel-{tag}.so"
+        if not target.is_file():
+            _compile(source, target)
+        _lib = _bind(ctypes.CDLL(str(target)))
+    except (OSError, subprocess.SubprocessError, AttributeError) as err:
+        _LOG.debug("framing accelerator not available, using pure Python: %s", err)
+        _lib = None
+    return _lib
