@@ -23,6 +23,8 @@ TRANSPORT_MODES = ("auto", "direct", "relay")
 
 def register(subparsers) -> None:
     """Add `run` and `demo` to the `utvm` command line."""
+    from utvm.project_api.cli import add_option_argument  # here: project_api.cli imports this module
+
     p = subparsers.add_parser(
         "run",
         help="run a generated project's model on its device: outputs, benchmark, profile, validation",
@@ -61,15 +63,7 @@ def register(subparsers) -> None:
     p.add_argument("--number", type=int, default=10, help="benchmark: runs per measurement (default 10)")
     p.add_argument("--repeat", type=int, default=5, help="benchmark: measurements (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="benchmark: untimed runs first (default 1)")
-    p.add_argument(
-        "-o",
-        "--option",
-        dest="options",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a project option for open_transport (repeatable)",
-    )
+    add_option_argument(p, help="a project option for open_transport (repeatable)")
     p.add_argument(
         "--timeout", type=float, default=5.0, help="seconds to wait for each device reply (default 5)"
     )
