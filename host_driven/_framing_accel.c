@@ -1,6 +1,6 @@
 /*
  * Optional host-side accelerator for host_driven/framing.py: CRC-16/CCITT-FALSE and byte escaping
- * of whole frames in one pass each. framing.py compiles this on first use and loads it with ctypes;
+ * of whole frames in one pass each, batches of frames in one call. framing.py compiles this on first use and loads it with ctypes;
  * without a C compiler the pure-Python framing (binascii.crc_hqx, bytes.replace) is used, and
  * both produce the same bytes (tests/test_host_protocol_accel.py).
  */
@@ -34,12 +34,97 @@ static void crc_init(void) {
   crc_ready = 1;
 }
 
-/* Slicing by 8: the register folds into the first two bytes of each 8-byte block. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define CLMUL_MIN 64
+
+/* Carry-less multiplication folding (PCLMULQDQ, with SSSE3 for the byte reversal), tens of GB/s:
+ * the message is a polynomial over GF(2), first byte on top. 128-bit lanes are folded forward by
+ * multiplying their halves by x^(d+64) and x^d mod P, which keeps them congruent mod P; the last
+ * lane and the tail then go through the table. clmul_k: x^192, x^128, x^576, x^512 mod P. */
+static uint64_t clmul_k[4];
+static int clmul_ok;
+
+static uint64_t xpow_mod_p(unsigned k) {
+  uint32_t r = 1;
+  while (k-- > 0) {
+    r <<= 1;
+    if (r & 0x10000u) {
+      r ^= 0x11021u;
+    }
+  }
+  return r;
+}
+
+static void clmul_init(void) {
+  __builtin_cpu_init();
+  clmul_ok = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("ssse3");
+  clmul_k[0] = xpow_mod_p(192);
+  clmul_k[1] = xpow_mod_p(128);
+  clmul_k[2] = xpow_mod_p(576);
+  clmul_k[3] = xpow_mod_p(512);
+}
+
+__attribute__((target("pclmul,ssse3"))) static __m128i clmul_fold(__m128i a, __m128i k) {
+  return _mm_xor_si128(_mm_clmulepi64_si128(a, k, 0x11), _mm_clmulepi64_si128(a, k, 0x00));
+}
+
+__attribute__((target("pclmul,ssse3"))) static __m128i clmul_load(const uint8_t *p) {
+  const __m128i reverse = _mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  return _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)p), reverse);
+}
+
+/* Folds p[0..n) (n >= CLMUL_MIN, register crc) into 16 bytes with the same CRC from register 0,
+ * written to lane; returns how many bytes of the tail are left for the table. */
+__attribute__((target("pclmul,ssse3"))) static size_t clmul_fold_all(const uint8_t *p, size_t n, unsigned crc,
+                                                                      uint8_t lane[16]) {
+  const __m128i reverse = _mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m128i k128 = _mm_set_epi64x((long long)clmul_k[0], (long long)clmul_k[1]);
+  const __m128i k512 = _mm_set_epi64x((long long)clmul_k[2], (long long)clmul_k[3]);
+  /* A starting register is the same as zero xored into the first two bytes. */
+  __m128i a = _mm_xor_si128(clmul_load(p), _mm_set_epi64x((long long)((uint64_t)crc << 48), 0));
+  __m128i b = clmul_load(p + 16);
+  __m128i c = clmul_load(p + 32);
+  __m128i d = clmul_load(p + 48);
+  for (p += 64, n -= 64; n >= 64; n -= 64, p += 64) {
+    a = _mm_xor_si128(clmul_fold(a, k512), clmul_load(p));
+    b = _mm_xor_si128(clmul_fold(b, k512), clmul_load(p + 16));
+    c = _mm_xor_si128(clmul_fold(c, k512), clmul_load(p + 32));
+    d = _mm_xor_si128(clmul_fold(d, k512), clmul_load(p + 48));
+  }
+  a = _mm_xor_si128(clmul_fold(a, k128), b);
+  a = _mm_xor_si128(clmul_fold(a, k128), c);
+  a = _mm_xor_si128(clmul_fold(a, k128), d);
+  for (; n >= 16; n -= 16, p += 16) {
+    a = _mm_xor_si128(clmul_fold(a, k128), clmul_load(p));
+  }
+  _mm_storeu_si128((__m128i *)(void *)lane, _mm_shuffle_epi8(a, reverse));
+  return n;
+}
+#endif
+
+static unsigned crc16_sliced(const uint8_t *p, size_t n, unsigned crc);
+
 unsigned utvm_accel_crc16(const uint8_t *p, size_t n, unsigned crc) {
   if (!crc_ready) {
     crc_init();
+#if defined(__x86_64__) && defined(__GNUC__)
+    clmul_init();
+#endif
   }
   crc &= 0xFFFFu;
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (clmul_ok && n >= CLMUL_MIN) {
+    uint8_t lane[16];
+    size_t rest = clmul_fold_all(p, n, crc, lane);
+    return crc16_sliced(p + n - rest, rest, crc16_sliced(lane, 16, 0));
+  }
+#endif
+  return crc16_sliced(p, n, crc);
+}
+
+/* Slicing by 8: the register folds into the first two bytes of each 8-byte block. */
+static unsigned crc16_sliced(const uint8_t *p, size_t n, unsigned crc) {
   for (; n >= 8; n -= 8, p += 8) {
     crc = crc_slice[7][p[0] ^ (crc >> 8)] ^ crc_slice[6][p[1] ^ (crc & 0xFFu)] ^ crc_slice[5][p[2]] ^
           crc_slice[4][p[3]] ^ crc_slice[3][p[4]] ^ crc_slice[2][p[5]] ^ crc_slice[1][p[6]] ^
@@ -71,8 +156,37 @@ static size_t plain_run(const uint8_t *p, size_t n) {
   return i;
 }
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+
+/* Stores p[0..16) at out whole; returns the index of its first FLAG or ESC, or 16 for none. */
+static size_t copy_plain16(uint8_t *out, const uint8_t *p) {
+  __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+  unsigned mask = (unsigned)_mm_movemask_epi8(
+      _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8(FLAG)), _mm_cmpeq_epi8(v, _mm_set1_epi8(ESC))));
+  _mm_storeu_si128((__m128i *)(void *)out, v);
+  return mask == 0 ? 16 : (size_t)__builtin_ctz(mask);
+}
+#endif
+
+/* out has room for 2 * n bytes. */
 static size_t escape_into(uint8_t *out, const uint8_t *p, size_t n) {
   size_t o = 0;
+#ifdef __SSE2__
+  /* 16 bytes a step: store the block whole, then cut it at its first FLAG/ESC, if any (while 16
+   * bytes of input are left, the room left is at least 32 bytes). */
+  while (n >= 16) {
+    size_t k = copy_plain16(out + o, p);
+    o += k;
+    p += k;
+    n -= k;
+    if (k < 16) {
+      out[o++] = ESC;
+      out[o++] = (uint8_t)(*p++ ^ XOR);
+      n--;
+    }
+  }
+#endif
   while (n > 0) {
     size_t run = plain_run(p, n);
     memcpy(out + o, p, run);
@@ -105,11 +219,39 @@ size_t utvm_accel_encode(const uint8_t *head, size_t head_n, const uint8_t *body
   return o;
 }
 
+/* The frames of count packets back to back into out (room as for utvm_accel_encode, summed);
+ * returns their length. */
+size_t utvm_accel_encode_many(const uint8_t *const *packets, const size_t *lens, size_t count, uint8_t *out) {
+  size_t o = 0;
+  size_t i;
+  for (i = 0; i < count; i++) {
+    o += utvm_accel_encode(packets[i], lens[i], NULL, 0, out + o);
+  }
+  return o;
+}
+
 /* Unescape a frame (between FLAGs) into out (cap bytes) and check its CRC. Returns the packet's
  * length without the CRC, or -1 for an escape the sender never makes, a frame longer than cap,
  * no room for a CRC, or a CRC mismatch. */
 long utvm_accel_decode(const uint8_t *p, size_t n, uint8_t *out, size_t cap) {
   size_t o = 0;
+#ifdef __SSE2__
+  /* As in escape_into; an escape found in a block is complete, as 17 bytes were left. */
+  while (n >= 17 && cap - o >= 16) {
+    size_t k = copy_plain16(out + o, p);
+    o += k;
+    p += k;
+    n -= k;
+    if (k < 16) {
+      if (p[0] != ESC || (p[1] != (FLAG ^ XOR) && p[1] != (ESC ^ XOR))) {
+        return -1;
+      }
+      out[o++] = (uint8_t)(p[1] ^ XOR);
+      p += 2;
+      n -= 2;
+    }
+  }
+#endif
   while (n > 0) {
     size_t run = plain_run(p, n);
     if (run > cap - o) {
@@ -133,4 +275,41 @@ long utvm_accel_decode(const uint8_t *p, size_t n, uint8_t *out, size_t cap) {
     return -1;
   }
   return (long)(o - 2);
+}
+
+/* Decodes the frames of p[0..n), which starts just after a FLAG, up to its last FLAG: each
+ * non-empty frame's packet goes to out (out_cap bytes) back to back, and spans[2 i], spans[2 i + 1]
+ * get its offset there and its length without the CRC, or -1 and 0 for a frame decode refuses or
+ * longer than max_crc bytes unescaped. Stops after max_spans frames or when out might not hold the
+ * next one; returns the frames decoded and sets *used to the bytes consumed (up to and including
+ * the last FLAG taken). */
+long utvm_accel_decode_all(const uint8_t *p, size_t n, uint8_t *out, size_t out_cap, size_t max_crc,
+                           long *spans, size_t max_spans, size_t *used) {
+  size_t at = 0;
+  size_t o = 0;
+  size_t count = 0;
+  while (count < max_spans) {
+    const uint8_t *end = memchr(p + at, FLAG, n - at);
+    size_t len;
+    long got;
+    if (end == NULL) {
+      break;
+    }
+    len = (size_t)(end - (p + at));
+    if (len > 0) {
+      if (out_cap - o < max_crc) {
+        break;
+      }
+      got = utvm_accel_decode(p + at, len, out + o, max_crc);
+      spans[2 * count] = got < 0 ? -1 : (long)o;
+      spans[2 * count + 1] = got < 0 ? 0 : got;
+      if (got >= 0) {
+        o += (size_t)got;
+      }
+      count++;
+    }
+    at += len + 1;
+  }
+  *used = at;
+  return (long)count;
 }

@@ -60,8 +60,13 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.utvm_accel_encode.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t,
                                       ctypes.c_void_p]
     lib.utvm_accel_encode.restype = ctypes.c_size_t
+    lib.utvm_accel_encode_many.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    lib.utvm_accel_encode_many.restype = ctypes.c_size_t
     lib.utvm_accel_decode.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t]
     lib.utvm_accel_decode.restype = ctypes.c_long
+    lib.utvm_accel_decode_all.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t,
+                                          ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    lib.utvm_accel_decode_all.restype = ctypes.c_long
     return lib
 
 

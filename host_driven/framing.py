@@ -2,7 +2,8 @@
 
 A packet on the wire is ``FLAG escape(packet + crc16_be(packet)) FLAG``; only FLAG (0x7E) and ESC
 (0x7D) are escaped, as ``ESC (byte ^ 0x20)``. Everything here runs at C speed on whole buffers:
-large packets go through the optional C accelerator (``_framing_accel``: a slicing-by-8 CRC and a
+large packets, batches of requests and received slices of many frames go through the optional C
+accelerator (``_framing_accel``: a carry-less-multiplication or slicing-by-8 CRC, an SSE2 or
 word-at-a-time escape scan), everything else and every host without a C compiler through
 ``binascii.crc_hqx`` and ``bytes.replace``/``split``. Both paths give the same bytes.
 """
@@ -74,13 +75,20 @@ class FrameEncoder:
         lib = self._lib
         if lib is None or len(packets[0]) < ACCEL_MIN_BYTES:
             return b"".join([_encode_python(bytes(p)) for p in packets])
-        address = self._room(sum(2 * (len(p) + CRC_BYTES) + 2 for p in packets))
-        at = 0
-        for packet in packets:
-            at += lib.utvm_accel_encode(packet, len(packet), None, 0, address + at)
+        count = len(packets)
+        lengths = [len(p) for p in packets]
+        address = self._room(2 * sum(lengths) + (2 * CRC_BYTES + 2) * count)
+        # One call for the batch: the packets are passed by address, not copied.
+        at = lib.utvm_accel_encode_many((ctypes.c_char_p * count)(*[p if type(p) is bytes else bytes(p)
+                                                                    for p in packets]),
+                                        (ctypes.c_size_t * count)(*lengths), count, address)
         return bytes(memoryview(self._scratch)[:at])
 
 
+# From this slice size on (a batch of small replies, say), the accelerator finds and decodes all of
+# a slice's frames (no split), at most _BULK_FRAMES per call.
+_BULK_MIN_BYTES = 128
+_BULK_FRAMES = 64
 # Above this share of escapes, pair replacement beats the per-escape loop.
 _DENSE_ESCAPES = 1 / 32
 _UNESCAPED = {0x5D: ESC, 0x5E: FLAG}
@@ -123,6 +131,10 @@ class FrameDecoder:
         if self._lib is not None:
             self._out = bytearray(max_packet + CRC_BYTES)
             self._out_address = ctypes.addressof(ctypes.c_char.from_buffer(self._out))
+            self._bulk = bytearray()
+            self._bulk_address = 0
+            self._spans = (ctypes.c_long * (2 * _BULK_FRAMES))()
+            self._used = ctypes.c_size_t()
 
     def _limit(self) -> int:
         # Worst case: every byte escaped.
@@ -147,6 +159,28 @@ class FrameDecoder:
             return
         out.append(raw[:-CRC_BYTES])
 
+    def _frames_between(self, data: bytes, start: int, stop: int, out: List[bytes]) -> None:
+        """Decode the frames of data[start:stop] (just after a FLAG, up to and including the last) in
+        a few accelerator calls."""
+        room = stop - start + self.max_packet + CRC_BYTES
+        if len(self._bulk) < room:
+            self._bulk = bytearray(max(room, 2 * len(self._bulk)))
+            self._bulk_address = ctypes.addressof(ctypes.c_char.from_buffer(self._bulk))
+        base = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
+        bulk = memoryview(self._bulk)
+        spans = self._spans
+        while start < stop:
+            count = self._lib.utvm_accel_decode_all(
+                base + start, stop - start, self._bulk_address, len(self._bulk), self.max_packet + CRC_BYTES,
+                spans, _BULK_FRAMES, ctypes.byref(self._used))
+            start += self._used.value
+            for at in range(0, 2 * count, 2):
+                offset = spans[at]
+                if offset < 0:
+                    self.bad_frames += 1
+                else:
+                    out.append(bytes(bulk[offset:offset + spans[at + 1]]))
+
     def feed(self, data: bytes) -> List[bytes]:
         """Decode the next slice of the byte stream; returns the packets it completed."""
         if type(data) is not bytes:
@@ -159,6 +193,8 @@ class FrameDecoder:
                     self._partial.clear()
                     self._overflow = True
             return out
+        if self._lib is not None and len(data) >= _BULK_MIN_BYTES:
+            return self._feed_bulk(data, out)
         parts = data.split(FLAG)
         if len(parts) == 3 and not parts[0] and not parts[2] and not self._partial and not self._overflow:
             # One whole small frame, the usual reply to a request: checked inline.
@@ -166,18 +202,34 @@ class FrameDecoder:
             if (len(frame) < ACCEL_MIN_BYTES and 0x7D not in frame and CRC_BYTES < len(frame)
                     <= self.max_packet + CRC_BYTES and binascii.crc_hqx(frame, 0xFFFF) == 0):
                 return [frame[:-CRC_BYTES]]
-        if self._overflow:
-            self.bad_frames += 1
-            self._overflow = False
-        elif self._partial:
-            self._frame(bytes(self._partial) + parts[0], out)
-        elif parts[0]:
-            self._frame(parts[0], out)
+        self._head(parts[0], out)
         frame = self._frame
         for part in parts[1:-1]:
             if part:  # two FLAGs in a row: an empty frame, ignored
                 frame(part, out)
-        tail = parts[-1]
+        self._tail(parts[-1])
+        return out
+
+    def _feed_bulk(self, data: bytes, out: List[bytes]) -> List[bytes]:
+        first = data.index(0x7E)
+        last = data.rindex(0x7E)
+        self._head(data[:first], out)
+        self._frames_between(data, first + 1, last + 1, out)
+        self._tail(data[last + 1:])
+        return out
+
+    def _head(self, head: bytes, out: List[bytes]) -> None:
+        """The bytes before a slice's first FLAG end the frame left over from the last slice."""
+        if self._overflow:
+            self.bad_frames += 1
+            self._overflow = False
+        elif self._partial:
+            self._frame(bytes(self._partial) + head, out)
+        elif head:
+            self._frame(head, out)
+
+    def _tail(self, tail: bytes) -> None:
+        """The bytes after a slice's last FLAG start a frame the next slice ends."""
         if not tail:
             if self._partial:
                 self._partial = bytearray()
@@ -186,4 +238,3 @@ class FrameDecoder:
             self._overflow = True
         else:
             self._partial = bytearray(tail)
-        return out

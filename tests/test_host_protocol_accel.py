@@ -28,9 +28,11 @@ def _packets(rng: random.Random):
 
 def test_crc_matches_crc_hqx(lib):
     rng = random.Random(1)
-    for size in list(range(0, 40)) + [4093, 4095]:
+    # Short runs take the table; from 64 bytes on, carry-less multiplication folds 64 and 16 bytes
+    # a step where the CPU has it, and the table takes the tail.
+    for size in list(range(0, 40)) + list(range(60, 200)) + [4093, 4095]:
         data = bytes(rng.randrange(256) for _ in range(size))
-        for start in (0xFFFF, 0x1D0F):
+        for start in (0xFFFF, 0x1D0F, rng.randrange(0x10000)):
             assert lib.utvm_accel_crc16(data, size, start) == binascii.crc_hqx(data, start)
 
 
@@ -65,3 +67,18 @@ def test_decode_gives_the_same_packets_and_counts(lib):
         results.append((got, decoder.bad_frames))
     assert results[0] == results[1]
     assert results[0][1] >= 3  # the corrupted frames and the two bad ones were all dropped
+
+
+def test_decode_checks_escapes_anywhere_in_a_block(lib):
+    """A bad or cut escape is refused wherever it falls relative to the 16-byte steps."""
+    rng = random.Random(4)
+    for size in (300, 301, 317, 4093):
+        packet = bytes(rng.randrange(256) for _ in range(size))
+        frame = framing._encode_python(packet)[1:-1]
+        for at in range(0, 40):
+            for bad in (b"\x7d\x41", b"\x7d", b"\x7d\x7d"):
+                corrupt = frame[:at] + bad + frame[at:]
+                for accel in (True, False):
+                    decoder = FrameDecoder(4093, accel=accel)
+                    assert decoder.feed(b"\x7e" + corrupt + b"\x7e") == [], (size, at, bad, accel)
+                    assert decoder.bad_frames == 1

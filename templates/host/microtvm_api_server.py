@@ -46,6 +46,7 @@ FAST_LINK_DEFINES = [
     "UTVM_RX_CHUNK=65536",
     "UTVM_TX_CHUNK=16384",
     "UTVM_CRC_TABLE=2",
+    "UTVM_CRC_CLMUL=1",
 ]
 # read_transport with no timeout_sec waits at most this long (a call must never hang).
 DEFAULT_READ_TIMEOUT_SEC = 300.0

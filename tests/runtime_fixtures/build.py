@@ -16,7 +16,7 @@ FIXTURE_DIR = Path(__file__).resolve().parent
 STRICT_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 # What a fast host link wants (docs/host-driven-protocol.md, "Device runtime configuration").
 FAST_LINK_DEFINES = ["UTVM_MAX_PACKET=4093", "UTVM_RX_WINDOW=32", "UTVM_RX_CHUNK=65536",
-                     "UTVM_TX_CHUNK=16384", "UTVM_CRC_TABLE=2"]
+                     "UTVM_TX_CHUNK=16384", "UTVM_CRC_TABLE=2", "UTVM_CRC_CLMUL=1"]
 
 
 def runtime_files() -> dict:

@@ -7,6 +7,10 @@
 #include "utvm/port.h"
 #include "utvm/protocol.h"
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 #if UTVM_CRC_TABLE >= 1
 /* crc_byte[i]: the CRC register after shifting byte i through it (poly 0x1021). */
 static const uint16_t crc_byte[256] = {
@@ -66,7 +70,7 @@ static void crc_slice_init(void) {
 }
 #endif
 
-uint16_t utvm_crc16(uint16_t crc, const uint8_t *data, uint32_t n) {
+static uint16_t crc16_table(uint16_t crc, const uint8_t *data, uint32_t n) {
   uint32_t i = 0;
 #if UTVM_CRC_TABLE >= 2
   if (!crc_slice_ready) {
@@ -84,6 +88,89 @@ uint16_t utvm_crc16(uint16_t crc, const uint8_t *data, uint32_t n) {
   }
   return crc;
 }
+
+#if UTVM_CRC_CLMUL && defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define CLMUL_MIN 64u
+
+/* Carry-less multiplication folding (PCLMULQDQ, SSSE3 for the byte reversal), when the CPU has
+ * it: the data is a polynomial over GF(2), first byte on top. 128-bit lanes are folded forward by
+ * multiplying their halves by x^(d+64) and x^d mod P, which keeps them congruent mod P; the last
+ * lane and the tail then go through the table. clmul_k: x^192, x^128, x^576, x^512 mod P. */
+static uint64_t clmul_k[4];
+static int8_t clmul_ok = -1;
+
+static uint64_t xpow_mod_p(unsigned k) {
+  uint32_t r = 1;
+  while (k-- > 0u) {
+    r <<= 1;
+    if (r & 0x10000u) {
+      r ^= 0x11021u;
+    }
+  }
+  return r;
+}
+
+static void clmul_init(void) {
+  __builtin_cpu_init();
+  clmul_ok = (int8_t)(__builtin_cpu_supports("pclmul") && __builtin_cpu_supports("ssse3"));
+  clmul_k[0] = xpow_mod_p(192);
+  clmul_k[1] = xpow_mod_p(128);
+  clmul_k[2] = xpow_mod_p(576);
+  clmul_k[3] = xpow_mod_p(512);
+}
+
+__attribute__((target("pclmul,ssse3"))) static __m128i clmul_fold(__m128i a, __m128i k) {
+  return _mm_xor_si128(_mm_clmulepi64_si128(a, k, 0x11), _mm_clmulepi64_si128(a, k, 0x00));
+}
+
+__attribute__((target("pclmul,ssse3"))) static __m128i clmul_load(const uint8_t *p) {
+  const __m128i reverse = _mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  return _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)p), reverse);
+}
+
+/* Folds p[0..n) (n >= CLMUL_MIN, register crc) into 16 bytes with the same CRC from register 0,
+ * written to lane; returns how many bytes of the tail are left for the table. */
+__attribute__((target("pclmul,ssse3"))) static uint32_t clmul_fold_all(const uint8_t *p, uint32_t n,
+                                                                       uint16_t crc, uint8_t lane[16]) {
+  const __m128i reverse = _mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m128i k128 = _mm_set_epi64x((long long)clmul_k[0], (long long)clmul_k[1]);
+  const __m128i k512 = _mm_set_epi64x((long long)clmul_k[2], (long long)clmul_k[3]);
+  /* A starting register is the same as zero xored into the first two bytes. */
+  __m128i a = _mm_xor_si128(clmul_load(p), _mm_set_epi64x((long long)((uint64_t)crc << 48), 0));
+  __m128i b = clmul_load(p + 16);
+  __m128i c = clmul_load(p + 32);
+  __m128i d = clmul_load(p + 48);
+  for (p += 64, n -= 64u; n >= 64u; n -= 64u, p += 64) {
+    a = _mm_xor_si128(clmul_fold(a, k512), clmul_load(p));
+    b = _mm_xor_si128(clmul_fold(b, k512), clmul_load(p + 16));
+    c = _mm_xor_si128(clmul_fold(c, k512), clmul_load(p + 32));
+    d = _mm_xor_si128(clmul_fold(d, k512), clmul_load(p + 48));
+  }
+  a = _mm_xor_si128(clmul_fold(a, k128), b);
+  a = _mm_xor_si128(clmul_fold(a, k128), c);
+  a = _mm_xor_si128(clmul_fold(a, k128), d);
+  for (; n >= 16u; n -= 16u, p += 16) {
+    a = _mm_xor_si128(clmul_fold(a, k128), clmul_load(p));
+  }
+  _mm_storeu_si128((__m128i *)(void *)lane, _mm_shuffle_epi8(a, reverse));
+  return n;
+}
+
+uint16_t utvm_crc16(uint16_t crc, const uint8_t *data, uint32_t n) {
+  if (clmul_ok < 0) {
+    clmul_init();
+  }
+  if (clmul_ok && n >= CLMUL_MIN) {
+    uint8_t lane[16];
+    uint32_t rest = clmul_fold_all(data, n, crc, lane);
+    return crc16_table(crc16_table(0u, lane, 16u), data + n - rest, rest);
+  }
+  return crc16_table(crc, data, n);
+}
+#else
+uint16_t utvm_crc16(uint16_t crc, const uint8_t *data, uint32_t n) { return crc16_table(crc, data, n); }
+#endif
 #else
 /* A nibble table: 32 bytes of flash, two lookups per byte. */
 static const uint16_t crc_nibble[16] = {0x0000, 0x1021, 0x2042, 0x3063, 0x4084, 0x50A5, 0x60C6, 0x70E7,
@@ -133,6 +220,18 @@ static int is_special(uint8_t b) { return b == UTVM_FRAME_FLAG || b == UTVM_FRAM
 static uint32_t plain_run(const uint8_t *data, uint32_t n) {
   const uintptr_t ones = (uintptr_t)-1 / 0xFFu;
   uint32_t i = 0;
+#ifdef __SSE2__
+  /* x86-64 always has SSE2: 16 bytes a step, exactly. */
+  const __m128i flag = _mm_set1_epi8((char)UTVM_FRAME_FLAG);
+  const __m128i esc = _mm_set1_epi8((char)UTVM_FRAME_ESC);
+  for (; i + 16u <= n; i += 16u) {
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(data + i));
+    unsigned mask = (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, flag), _mm_cmpeq_epi8(v, esc)));
+    if (mask != 0u) {
+      return i + (uint32_t)__builtin_ctz(mask);
+    }
+  }
+#endif
   for (; i + sizeof(uintptr_t) <= n; i += (uint32_t)sizeof(uintptr_t)) {
     uintptr_t w;
     memcpy(&w, data + i, sizeof(w));
