@@ -313,3 +313,91 @@ long utvm_accel_decode_all(const uint8_t *p, size_t n, uint8_t *out, size_t out_
   *used = at;
   return (long)count;
 }
+
+/* Frames count requests of a chunked transfer back to back into out (room as for
+ * utvm_accel_encode, summed): request i is tmpl (tmpl_n <= 64 bytes: header and arguments) with
+ * seq + i at byte 2 (u16 LE), offset + i * chunk at offset_at (u32 LE) and the chunk's length at
+ * length_at (u32 LE), either left alone when 0, followed by the chunk of data when data is not
+ * NULL. The chunk of request i is data[offset + i * chunk ..], at most chunk bytes, and stops at
+ * total. ends[i] gets the end of frame i in out; returns the frames' total length. */
+size_t utvm_accel_encode_chunks(const uint8_t *tmpl, size_t tmpl_n, size_t offset_at, size_t length_at,
+                                unsigned seq, size_t offset, size_t chunk, size_t total, const uint8_t *data,
+                                size_t count, uint8_t *out, size_t *ends) {
+  uint8_t head[64];
+  size_t o = 0;
+  size_t i;
+  memcpy(head, tmpl, tmpl_n);
+  for (i = 0; i < count; i++, offset += chunk) {
+    size_t n = total > offset ? total - offset : 0;
+    unsigned s = (seq + (unsigned)i) & 0xFFFFu;
+    uint32_t v = (uint32_t)offset;
+    if (n > chunk) {
+      n = chunk;
+    }
+    head[2] = (uint8_t)s;
+    head[3] = (uint8_t)(s >> 8);
+    if (offset_at != 0) {
+      memcpy(head + offset_at, &v, 4); /* little-endian hosts only: framing.py checks */
+    }
+    if (length_at != 0) {
+      v = (uint32_t)n;
+      memcpy(head + length_at, &v, 4);
+    }
+    o += utvm_accel_encode(head, tmpl_n, data != NULL ? data + offset : NULL, data != NULL ? n : 0, out + o);
+    ends[i] = o;
+  }
+  return o;
+}
+
+/* Takes the replies of a chunked READ from p[0..n) (which starts at a FLAG) in order: reply i must
+ * be the 8-byte header hdr with seq + i at byte 2, followed by the chunk of request i (as in
+ * utvm_accel_encode_chunks), which goes to result + offset + i * chunk; scratch holds cap bytes
+ * (the negotiated packet and its CRC). Stops at the first frame that is not the next reply
+ * (*bad = 1) or is incomplete (*bad = 0); returns the replies taken and sets *used to the bytes
+ * consumed, which always end just before a FLAG or at n. */
+long utvm_accel_take_chunks(const uint8_t *p, size_t n, const uint8_t *hdr, unsigned seq, size_t offset,
+                            size_t chunk, size_t total, size_t count, uint8_t *result, uint8_t *scratch,
+                            size_t cap, size_t *used, int *bad) {
+  size_t at = 0;
+  size_t i = 0;
+  *bad = 0;
+  while (i < count) {
+    const uint8_t *end;
+    size_t start = at;
+    size_t want = total > offset ? total - offset : 0;
+    unsigned s = (seq + (unsigned)i) & 0xFFFFu;
+    long got;
+    while (at < n && p[at] == FLAG) {
+      at++;
+    }
+    if (at == n) {
+      at = start; /* keep the FLAG: the next slice continues the stream */
+      break;
+    }
+    if (at == start) { /* not at a FLAG: the caller's decoder must sort it out */
+      *bad = 1;
+      break;
+    }
+    end = memchr(p + at, FLAG, n - at);
+    if (end == NULL) {
+      at = start;
+      break;
+    }
+    if (want > chunk) {
+      want = chunk;
+    }
+    got = utvm_accel_decode(p + at, (size_t)(end - (p + at)), scratch, cap);
+    if (got != (long)(8 + want) || memcmp(scratch, hdr, 2) != 0 || scratch[2] != (uint8_t)s ||
+        scratch[3] != (uint8_t)(s >> 8) || memcmp(scratch + 4, hdr + 4, 4) != 0) {
+      at = start;
+      *bad = 1;
+      break;
+    }
+    memcpy(result + offset, scratch + 8, want);
+    offset += chunk;
+    at = (size_t)(end - p);
+    i++;
+  }
+  *used = at;
+  return (long)i;
+}

@@ -67,6 +67,13 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.utvm_accel_decode_all.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t,
                                           ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
     lib.utvm_accel_decode_all.restype = ctypes.c_long
+    size, ptr = ctypes.c_size_t, ctypes.c_void_p
+    lib.utvm_accel_encode_chunks.argtypes = [ptr, size, size, size, ctypes.c_uint, size, size, size, ptr,
+                                             size, ptr, ptr]
+    lib.utvm_accel_encode_chunks.restype = size
+    lib.utvm_accel_take_chunks.argtypes = [ptr, size, ptr, ctypes.c_uint, size, size, size, size, ptr, ptr,
+                                           size, ptr, ptr]
+    lib.utvm_accel_take_chunks.restype = ctypes.c_long
     return lib
 
 

@@ -17,6 +17,22 @@ from .session import ProtocolSession
 Progress = Callable[[int, int], None]
 
 _DTYPE_KINDS = {0: "int", 1: "uint", 2: "float", 4: "bfloat"}
+# Where a WRITE's or READ's offset, and a READ's length, sit in the request packet.
+_OFFSET_AT = P.HEADER.size + 4
+_READ_LENGTH_AT = P.HEADER.size + 8
+
+
+def _progress_of(progress: Optional[Progress], total: int) -> Optional[Callable[[int, int], None]]:
+    """A transfer's on_chunk that reports the bytes acknowledged so far to ``progress``."""
+    if progress is None:
+        return None
+    done = [0]
+
+    def on_chunk(_index: int, nbytes: int) -> None:
+        done[0] += nbytes
+        progress(done[0], total)
+
+    return on_chunk
 
 
 def _version_text(version: int) -> str:
@@ -153,33 +169,18 @@ class DeviceClient:
         view = memoryview(data).cast("B")
         total = len(view)
         chunk = self.session.max_packet - P.HEADER.size - P.WRITE_ARGS.size
-        offsets = range(0, max(total, 1), chunk)
-        payloads = (P.WRITE_ARGS.pack(tensor_id, 0, at, total) + view[at:at + chunk] for at in offsets)
-        done = [0]
-
-        def on_reply(index: int, _payload: bytes) -> None:
-            done[0] += min(chunk, total - offsets[index])
-            progress(done[0], total)
-
-        self.session.request_many(P.CMD_WRITE, payloads, on_reply=on_reply if progress else None)
+        source = data if type(data) is bytes else view
+        self.session.transfer(P.CMD_WRITE, P.WRITE_ARGS.pack(tensor_id, 0, 0, total), _OFFSET_AT, 0, chunk,
+                              total, source=source, on_chunk=_progress_of(progress, total))
 
     def read_tensor(self, tensor_id: int, nbytes: int, progress: Optional[Progress] = None) -> bytes:
         """Read the first ``nbytes`` of a tensor (inputs, outputs, constants or intermediates)."""
         chunk = self.session.max_packet - P.HEADER.size
-        offsets = range(0, max(nbytes, 1), chunk)
-        payloads = (P.READ_ARGS.pack(tensor_id, 0, at, min(chunk, nbytes - at), nbytes) for at in offsets)
-        done = [0]
-
-        def on_reply(index: int, payload: bytes) -> None:
-            expected = min(chunk, nbytes - offsets[index])
-            if len(payload) != expected:
-                raise ProtocolError(f"READ of tensor {tensor_id} at offset {offsets[index]} returned "
-                                    f"{len(payload)} bytes, not {expected}")
-            done[0] += expected
-            if progress is not None:
-                progress(done[0], nbytes)
-
-        return b"".join(self.session.request_many(P.CMD_READ, payloads, on_reply=on_reply))
+        sink = bytearray(nbytes)
+        self.session.transfer(P.CMD_READ, P.READ_ARGS.pack(tensor_id, 0, 0, 0, nbytes), _OFFSET_AT,
+                              _READ_LENGTH_AT, chunk, nbytes, sink=sink,
+                              on_chunk=_progress_of(progress, nbytes))
+        return bytes(sink)
 
     # -- execution -----------------------------------------------------------------------------
 

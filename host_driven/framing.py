@@ -63,12 +63,21 @@ class FrameEncoder:
         self._scratch: Optional[bytearray] = None
         self._address = 0
 
+    @property
+    def lib(self):
+        """The accelerator library, or None on the pure-Python path."""
+        return self._lib
+
     def _room(self, nbytes: int) -> int:
         if self._scratch is None or len(self._scratch) < nbytes:
             # Kept across calls: a fresh large buffer per batch would cost a mapping and page faults.
             self._scratch = bytearray(max(nbytes, 2 * len(self._scratch or b"")))
             self._address = ctypes.addressof(ctypes.c_char.from_buffer(self._scratch))
         return self._address
+
+    def room(self, nbytes: int):
+        """(address, buffer) of a scratch buffer of at least ``nbytes``, kept for the next call."""
+        return self._room(nbytes), self._scratch
 
     def encode_many(self, packets: Sequence[bytes]):
         """The frames of ``packets`` back to back."""
@@ -135,6 +144,11 @@ class FrameDecoder:
             self._bulk_address = 0
             self._spans = (ctypes.c_long * (2 * _BULK_FRAMES))()
             self._used = ctypes.c_size_t()
+
+    @property
+    def idle(self) -> bool:
+        """True between frames: no partial frame is held."""
+        return not self._partial and not self._overflow
 
     def _limit(self) -> int:
         # Worst case: every byte escaped.

@@ -12,9 +12,12 @@ session raises DeviceRebootedError; LOG packets go to Python logging at any time
 from __future__ import annotations
 
 import collections
+import ctypes
 import itertools
 import logging
 import secrets
+import struct
+import sys
 import time
 from typing import Callable, Deque, Dict, Iterable, List, Optional, Tuple
 
@@ -27,7 +30,7 @@ from .errors import (
     SessionClosedError,
     TransportClosedError,
 )
-from .framing import FrameDecoder, FrameEncoder, encode
+from .framing import CRC_BYTES, FrameDecoder, FrameEncoder, encode
 from .transport import Transport
 
 DEVICE_LOGGER = logging.getLogger("utvm.device")
@@ -45,6 +48,8 @@ MIN_DECODE_LIMIT = 4096
 _READ_BYTES = 64 * 1024
 
 _PACK_HEADER = P.HEADER.pack
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
 
 LogHandler = Callable[[int, str], None]
 
@@ -367,6 +372,120 @@ class ProtocolSession:
             self._send(self._encoder.encode_many([entry[2] for entry in resend]), timeout, cmd)
             deadline = time.monotonic() + timeout
 
+    # -- chunked transfers -------------------------------------------------------------------
+
+    def transfer(self, cmd: int, args: bytes, offset_at: int, length_at: int, chunk: int, total: int,
+                 source=None, sink=None, timeout: Optional[float] = None,
+                 on_chunk: Optional[Callable[[int, int], None]] = None) -> None:
+        """A chunked WRITE or READ of ``total`` bytes, ``chunk`` bytes per request (at least one request).
+
+        Each request's arguments are ``args`` with the chunk's offset (u32) at ``offset_at`` and,
+        when ``length_at`` is not 0, its length (u32) there; both positions count from the start
+        of the packet (header included). A WRITE sends ``source`` (a contiguous byte buffer) chunk
+        by chunk; a READ's reply payloads, which must be exactly each chunk's length, are stored
+        in ``sink`` (a writable byte buffer of ``total`` bytes). ``on_chunk(index, nbytes)`` is
+        called as each chunk is acknowledged. With the framing accelerator, each batch of up to
+        ``window`` requests is framed straight from ``source`` and its replies decoded straight
+        into ``sink`` in one C call each; anything unexpected (a lost, corrupted or stale reply, a
+        LOG, an error) hands the rest of the batch to the per-request path, retries included.
+        """
+        if not self._open:
+            raise SessionClosedError("the session is not open", hint="call ProtocolSession.open() first")
+        timeout = self.timeout if timeout is None else timeout
+        plan = _Chunks(_PACK_HEADER(P.PKT_REQUEST, cmd, 0, self.session_id) + args, offset_at, length_at,
+                       chunk, total, source)
+        lib = self._encoder.lib
+        if lib is None or total == 0 or sys.byteorder != "little" or not self._decoder.idle or self._pending:
+            payloads = (plan.packet(0, index)[P.HEADER.size:] for index in range(plan.count))
+            handler = _ChunkHandler(cmd, plan, sink, on_chunk, 0)
+            self.request_many(cmd, payloads, timeout=timeout, on_reply=handler)
+            return
+        bulk = _BulkBuffers.of(self, lib, plan, sink)
+        done = 0
+        while done < plan.count:
+            count = min(self.window, plan.count - done)
+            seq = (self._seq + 1) & 0xFFFF
+            self._seq = (self._seq + count) & 0xFFFF
+            frames = bulk.requests(seq, done, count)
+            self._send(frames, timeout, cmd)
+            if sink is None:
+                taken, leftover, deadline = self._take_acks(bulk, cmd, seq, count, timeout)
+            else:
+                taken, leftover, deadline = self._take_reads(bulk, cmd, seq, done, count, timeout)
+            if on_chunk is not None:
+                for index in range(done, done + taken):
+                    on_chunk(index, plan.length(index))
+            if taken < count:
+                self._finish_batch(cmd, plan, seq, done, taken, count, leftover, sink, on_chunk, timeout,
+                                   deadline)
+            elif leftover:
+                self._pending.extend(self._without_logs(self._decoder.feed(leftover)))
+            done += count
+
+    def _read_for(self, deadline: float, name: str) -> Optional[bytes]:
+        """The next slice from the device, or None when the deadline passes first."""
+        try:
+            return self.transport.read(_READ_BYTES, max(0.0, deadline - time.monotonic()))
+        except IoTimeoutError:
+            return None
+        except TransportClosedError as err:
+            raise self._receive_failed(err, name) from err
+
+    def _take_acks(self, bulk: _BulkBuffers, cmd: int, seq: int, count: int, timeout: float):
+        """(acks taken in order, bytes left over, deadline) for a WRITE batch: the replies are known
+        in advance, so the received bytes are compared with their frames."""
+        expected, ends = bulk.acks(seq, count)
+        name = P.COMMAND_NAMES[cmd]
+        pos = 0
+        deadline = time.monotonic() + timeout
+        while pos < len(expected):
+            data = self._read_for(deadline, name)
+            if data is None:
+                data = b""
+            elif expected.startswith(data, pos):
+                pos += len(data)
+                deadline = time.monotonic() + timeout
+                continue
+            same = 0
+            limit = min(len(data), len(expected) - pos)
+            while same < limit and data[same] == expected[pos + same]:
+                same += 1
+            taken = sum(1 for end in ends if end <= pos + same)
+            start = ends[taken - 1] if taken else 0
+            return taken, expected[start:pos] + data[max(0, start - pos):], deadline
+        return count, b"", deadline
+
+    def _take_reads(self, bulk: _BulkBuffers, cmd: int, seq: int, done: int, count: int, timeout: float):
+        """(replies taken in order, bytes left over, deadline) for a READ batch, decoded into the sink."""
+        name = P.COMMAND_NAMES[cmd]
+        taken = 0
+        carry = b""
+        deadline = time.monotonic() + timeout
+        while taken < count:
+            data = self._read_for(deadline, name)
+            if data is None:
+                return taken, carry, deadline
+            if carry:
+                data = carry + data
+            got, used, bad = bulk.take(data, seq + taken, done + taken, count - taken)
+            if got:
+                deadline = time.monotonic() + timeout
+            taken += got
+            carry = data[used:]
+            if bad:
+                return taken, carry, deadline
+        return taken, carry, deadline
+
+    def _finish_batch(self, cmd: int, plan: _Chunks, seq: int, done: int, taken: int, count: int,
+                      leftover: bytes, sink, on_chunk, timeout: float, deadline: float) -> None:
+        """The rest of a batch (already sent) through the per-request path, with its retries."""
+        bad_before = self._decoder.bad_frames
+        packets = self._without_logs(self._decoder.feed(leftover)) if leftover else []
+        first = done + taken
+        requests = [plan.packet((seq + index - done) & 0xFFFF, index) for index in range(first, done + count)]
+        self._await(cmd, requests, packets, timeout, bad_before, deadline,
+                    on_reply=_ChunkHandler(cmd, plan, sink, on_chunk, first), framed=True)
+
     def _request_packet(self, cmd: int, payload: bytes) -> bytes:
         if P.HEADER.size + len(payload) > self.max_packet:
             raise ValueError(f"{P.COMMAND_NAMES.get(cmd, cmd)} payload of {len(payload)} bytes does not fit "
@@ -407,3 +526,112 @@ class ProtocolSession:
         raise IoTimeoutError(f"the device did not announce a reboot within {timeout:.3g} s"
                              + self._log_context())
 
+
+
+class _Chunks:
+    """The requests of a chunked transfer: a packet template patched per chunk."""
+
+    def __init__(self, template: bytes, offset_at: int, length_at: int, chunk: int, total: int, source):
+        self.template = template
+        self.offset_at = offset_at
+        self.length_at = length_at
+        self.chunk = chunk
+        self.total = total
+        self.source = source
+        self.count = max(1, -(-total // chunk))
+
+    def length(self, index: int) -> int:
+        return max(0, min(self.chunk, self.total - index * self.chunk))
+
+    def packet(self, seq: int, index: int) -> bytes:
+        """Request ``index`` with sequence number ``seq`` (its header's, patched)."""
+        head = bytearray(self.template)
+        offset = index * self.chunk
+        nbytes = self.length(index)
+        _U16.pack_into(head, 2, seq)
+        if self.offset_at:
+            _U32.pack_into(head, self.offset_at, offset)
+        if self.length_at:
+            _U32.pack_into(head, self.length_at, nbytes)
+        if self.source is None:
+            return bytes(head)
+        return bytes(head) + bytes(self.source[offset:offset + nbytes])
+
+
+class _ChunkHandler:
+    """on_reply for the per-request path of a transfer: checks and stores a READ's data, counts chunks."""
+
+    def __init__(self, cmd: int, plan: _Chunks, sink, on_chunk, first: int):
+        self.cmd, self.plan, self.sink, self.on_chunk, self.first = cmd, plan, sink, on_chunk, first
+
+    def __call__(self, index: int, payload: bytes) -> None:
+        index += self.first
+        nbytes = self.plan.length(index)
+        if self.sink is not None:
+            offset = index * self.plan.chunk
+            if len(payload) != nbytes:
+                raise ProtocolError(f"{P.COMMAND_NAMES.get(self.cmd)} at offset {offset} returned "
+                                    f"{len(payload)} bytes, not {nbytes}")
+            self.sink[offset:offset + nbytes] = payload
+        if self.on_chunk is not None:
+            self.on_chunk(index, nbytes)
+
+
+def _address(buffer, writable: bool) -> int:
+    if type(buffer) is bytes and not writable:
+        return ctypes.cast(ctypes.c_char_p(buffer), ctypes.c_void_p).value or 0
+    view = memoryview(buffer)
+    if view.readonly:
+        raise ValueError("a read-only buffer other than bytes")
+    return ctypes.addressof(ctypes.c_char.from_buffer(view))
+
+
+class _BulkBuffers:
+    """The accelerator's side of a transfer: frames batches from the source, takes replies into the sink."""
+
+    def __init__(self, session: ProtocolSession, lib, plan: _Chunks, source, sink):
+        self.lib = lib
+        self.plan = plan
+        self.window = session.window
+        self.source_keep = source
+        self.source = _address(source, False) if source is not None else None
+        self.sink_keep = sink
+        self.sink = _address(sink, True) if sink is not None else None
+        packet_room = 2 * (len(plan.template) + plan.chunk + CRC_BYTES) + 2
+        self.out = session._encoder.room(packet_room * self.window)
+        self.ends = (ctypes.c_size_t * self.window)()
+        self.reply = _PACK_HEADER(P.PKT_REPLY_OK, plan.template[1], 0, session.session_id)
+        self.cap = session.max_packet + CRC_BYTES
+        self.scratch = ctypes.create_string_buffer(self.cap)
+        self.used = ctypes.c_size_t()
+        self.bad = ctypes.c_int()
+
+    @classmethod
+    def of(cls, session: ProtocolSession, lib, plan: _Chunks, sink) -> _BulkBuffers:
+        source = plan.source
+        if source is not None and type(source) is not bytes and memoryview(source).readonly:
+            source = plan.source = bytes(source)
+        return cls(session, lib, plan, source, sink)
+
+    def requests(self, seq: int, first: int, count: int) -> memoryview:
+        plan = self.plan
+        address, buffer = self.out
+        n = self.lib.utvm_accel_encode_chunks(plan.template, len(plan.template), plan.offset_at,
+                                              plan.length_at, seq, first * plan.chunk, plan.chunk, plan.total,
+                                              self.source, count, address, self.ends)
+        return memoryview(buffer)[:n]
+
+    def acks(self, seq: int, count: int):
+        """The frames of a WRITE batch's replies, and where each ends."""
+        out = ctypes.create_string_buffer(2 * (P.HEADER.size + CRC_BYTES) * count + 2 * count)
+        n = self.lib.utvm_accel_encode_chunks(self.reply, len(self.reply), 0, 0, seq, 0, 0, 0, None, count,
+                                              out, self.ends)
+        return out.raw[:n], self.ends[:count]
+
+    def take(self, data: bytes, seq: int, first: int, count: int):
+        """(replies taken, bytes used, stopped at an unexpected frame) for READ replies in ``data``."""
+        plan = self.plan
+        got = self.lib.utvm_accel_take_chunks(
+            data, len(data), self.reply, seq & 0xFFFF, first * plan.chunk, plan.chunk, plan.total, count,
+            self.sink, self.scratch, self.cap, ctypes.byref(self.used), ctypes.byref(self.bad))
+        return got, self.used.value, bool(self.bad.value)
