@@ -8,130 +8,21 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "utvm/crc16.h"
+
 #define FLAG 0x7E
 #define ESC 0x7D
 #define XOR 0x20
 
-/* crc_slice[k][v]: the CRC register after byte v followed by k zero bytes, from register 0. */
-static uint16_t crc_slice[8][256];
-static int crc_ready;
-
-static void crc_init(void) {
-  int v, k, bit;
-  for (v = 0; v < 256; v++) {
-    uint16_t crc = (uint16_t)(v << 8);
-    for (bit = 0; bit < 8; bit++) {
-      crc = (uint16_t)((crc & 0x8000u) ? (crc << 1) ^ 0x1021u : crc << 1);
-    }
-    crc_slice[0][v] = crc;
-  }
-  for (k = 1; k < 8; k++) {
-    for (v = 0; v < 256; v++) {
-      uint16_t prev = crc_slice[k - 1][v];
-      crc_slice[k][v] = (uint16_t)((prev << 8) ^ crc_slice[0][prev >> 8]);
-    }
-  }
-  crc_ready = 1;
-}
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define CLMUL_MIN 64
-
-/* Carry-less multiplication folding (PCLMULQDQ, with SSSE3 for the byte reversal), tens of GB/s:
- * the message is a polynomial over GF(2), first byte on top. 128-bit lanes are folded forward by
- * multiplying their halves by x^(d+64) and x^d mod P, which keeps them congruent mod P; the last
- * lane and the tail then go through the table. clmul_k: x^192, x^128, x^576, x^512 mod P. */
-static uint64_t clmul_k[4];
-static int clmul_ok;
-
-static uint64_t xpow_mod_p(unsigned k) {
-  uint32_t r = 1;
-  while (k-- > 0) {
-    r <<= 1;
-    if (r & 0x10000u) {
-      r ^= 0x11021u;
-    }
-  }
-  return r;
-}
-
-static void clmul_init(void) {
-  __builtin_cpu_init();
-  clmul_ok = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("ssse3");
-  clmul_k[0] = xpow_mod_p(192);
-  clmul_k[1] = xpow_mod_p(128);
-  clmul_k[2] = xpow_mod_p(576);
-  clmul_k[3] = xpow_mod_p(512);
-}
-
-__attribute__((target("pclmul,ssse3"))) static __m128i clmul_fold(__m128i a, __m128i k) {
-  return _mm_xor_si128(_mm_clmulepi64_si128(a, k, 0x11), _mm_clmulepi64_si128(a, k, 0x00));
-}
-
-__attribute__((target("pclmul,ssse3"))) static __m128i clmul_load(const uint8_t *p) {
-  const __m128i reverse = _mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  return _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)p), reverse);
-}
-
-/* Folds p[0..n) (n >= CLMUL_MIN, register crc) into 16 bytes with the same CRC from register 0,
- * written to lane; returns how many bytes of the tail are left for the table. */
-__attribute__((target("pclmul,ssse3"))) static size_t clmul_fold_all(const uint8_t *p, size_t n, unsigned crc,
-                                                                      uint8_t lane[16]) {
-  const __m128i reverse = _mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m128i k128 = _mm_set_epi64x((long long)clmul_k[0], (long long)clmul_k[1]);
-  const __m128i k512 = _mm_set_epi64x((long long)clmul_k[2], (long long)clmul_k[3]);
-  /* A starting register is the same as zero xored into the first two bytes. */
-  __m128i a = _mm_xor_si128(clmul_load(p), _mm_set_epi64x((long long)((uint64_t)crc << 48), 0));
-  __m128i b = clmul_load(p + 16);
-  __m128i c = clmul_load(p + 32);
-  __m128i d = clmul_load(p + 48);
-  for (p += 64, n -= 64; n >= 64; n -= 64, p += 64) {
-    a = _mm_xor_si128(clmul_fold(a, k512), clmul_load(p));
-    b = _mm_xor_si128(clmul_fold(b, k512), clmul_load(p + 16));
-    c = _mm_xor_si128(clmul_fold(c, k512), clmul_load(p + 32));
-    d = _mm_xor_si128(clmul_fold(d, k512), clmul_load(p + 48));
-  }
-  a = _mm_xor_si128(clmul_fold(a, k128), b);
-  a = _mm_xor_si128(clmul_fold(a, k128), c);
-  a = _mm_xor_si128(clmul_fold(a, k128), d);
-  for (; n >= 16; n -= 16, p += 16) {
-    a = _mm_xor_si128(clmul_fold(a, k128), clmul_load(p));
-  }
-  _mm_storeu_si128((__m128i *)(void *)lane, _mm_shuffle_epi8(a, reverse));
-  return n;
-}
-#endif
-
-static unsigned crc16_sliced(const uint8_t *p, size_t n, unsigned crc);
-
+/* The checksum is the device runtime's own (templates/runtime/src/crc16.c, compiled into this
+ * library with its fastest options), so the two ends cannot disagree. */
 unsigned utvm_accel_crc16(const uint8_t *p, size_t n, unsigned crc) {
-  if (!crc_ready) {
-    crc_init();
-#if defined(__x86_64__) && defined(__GNUC__)
-    clmul_init();
-#endif
-  }
   crc &= 0xFFFFu;
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (clmul_ok && n >= CLMUL_MIN) {
-    uint8_t lane[16];
-    size_t rest = clmul_fold_all(p, n, crc, lane);
-    return crc16_sliced(p + n - rest, rest, crc16_sliced(lane, 16, 0));
-  }
-#endif
-  return crc16_sliced(p, n, crc);
-}
-
-/* Slicing by 8: the register folds into the first two bytes of each 8-byte block. */
-static unsigned crc16_sliced(const uint8_t *p, size_t n, unsigned crc) {
-  for (; n >= 8; n -= 8, p += 8) {
-    crc = crc_slice[7][p[0] ^ (crc >> 8)] ^ crc_slice[6][p[1] ^ (crc & 0xFFu)] ^ crc_slice[5][p[2]] ^
-          crc_slice[4][p[3]] ^ crc_slice[3][p[4]] ^ crc_slice[2][p[5]] ^ crc_slice[1][p[6]] ^
-          crc_slice[0][p[7]];
-  }
-  for (; n > 0; n--, p++) {
-    crc = (uint16_t)((crc << 8) ^ crc_slice[0][(crc >> 8) ^ *p]);
+  while (n > 0) {  /* utvm_crc16 takes 32-bit lengths */
+    uint32_t part = n > 0x40000000u ? 0x40000000u : (uint32_t)n;
+    crc = utvm_crc16((uint16_t)crc, p, part);
+    p += part;
+    n -= part;
   }
   return crc;
 }

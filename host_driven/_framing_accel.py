@@ -1,8 +1,9 @@
 """Load the optional C framing accelerator (``_framing_accel.c``), compiling it on first use.
 
-The shared library is built with the host's C compiler (``$CC``, else ``cc``) into a cache folder
+The shared library is built with the host's C compiler (``$CC``, else ``cc``), together with the
+device runtime's own CRC (``templates/runtime/src/crc16.c``), into a cache folder
 (``$UTVM_CACHE_DIR``, else ``$XDG_CACHE_HOME/utvm`` or ``~/.cache/utvm``), named by a hash of the
-source and the Python platform, and loaded with ctypes. Anything that goes wrong (no compiler, a
+sources, the flags and the Python platform, and loaded with ctypes. Anything that goes wrong (no compiler, a
 read-only cache, a non-POSIX platform) leaves ``load()`` returning None, and framing.py keeps its
 pure-Python path, which gives the same bytes. ``UTVM_FRAMING_ACCEL=0`` turns the accelerator off.
 """
@@ -22,6 +23,10 @@ from typing import Optional
 
 _LOG = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("_framing_accel.c")
+_RUNTIME = Path(__file__).resolve().parent.parent / "templates" / "runtime"
+# The runtime's CRC, built with its fastest options (the same ones the POSIX device uses).
+CRC_SOURCE = _RUNTIME / "src" / "crc16.c"
+CFLAGS = ["-O2", "-shared", "-fPIC", f"-I{_RUNTIME / 'include'}", "-DUTVM_CRC_TABLE=2", "-DUTVM_CRC_CLMUL=1"]
 ENV_SWITCH = "UTVM_FRAMING_ACCEL"
 COMPILE_TIMEOUT_SEC = 60.0
 
@@ -37,7 +42,7 @@ def cache_dir() -> Path:
     return Path(base) / "utvm"
 
 
-def _compile(source: bytes, target: Path) -> None:
+def _compile(target: Path) -> None:
     compiler = os.environ.get("CC") or "cc"
     if shutil.which(compiler) is None:
         raise OSError(f"no C compiler ({compiler})")
@@ -46,7 +51,7 @@ def _compile(source: bytes, target: Path) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", tmp, "-x", "c", "-"], input=source,
+        subprocess.run([compiler, *CFLAGS, "-o", tmp, str(SOURCE), str(CRC_SOURCE)],
                        check=True, capture_output=True, timeout=COMPILE_TIMEOUT_SEC)
         os.replace(tmp, target)
     finally:
@@ -86,11 +91,11 @@ def load() -> Optional[ctypes.CDLL]:
     if os.environ.get(ENV_SWITCH, "1") == "0" or os.name != "posix":
         return None
     try:
-        source = SOURCE.read_bytes()
-        tag = hashlib.sha256(source + (sysconfig.get_platform() or "").encode()).hexdigest()[:16]
+        key = SOURCE.read_bytes() + CRC_SOURCE.read_bytes() + " ".join(CFLAGS[3:]).encode()
+        tag = hashlib.sha256(key + (sysconfig.get_platform() or "").encode()).hexdigest()[:16]
         target = cache_dir() / f"framing-accel-{tag}.so"
         if not target.is_file():
-            _compile(source, target)
+            _compile(target)
         _lib = _bind(ctypes.CDLL(str(target)))
     except (OSError, subprocess.SubprocessError, AttributeError) as err:
         _LOG.debug("framing accelerator not available, using pure Python: %s", err)

@@ -9,6 +9,8 @@
 
 #include <stdint.h>
 
+#include "utvm/crc16.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -24,9 +26,6 @@ typedef struct utvm_framer {
   uint8_t dropping;  /* frame is bad (overflow/bad escape): skip to next FLAG */
   uint32_t bad_frames; /* frames dropped for CRC, escape or size errors */
 } utvm_framer_t;
-
-/* CRC-16/CCITT-FALSE over data, continuing from crc (start with 0xFFFF). */
-uint16_t utvm_crc16(uint16_t crc, const uint8_t *data, uint32_t n);
 
 void utvm_framer_init(utvm_framer_t *f, uint8_t *buf, uint32_t cap);
 
