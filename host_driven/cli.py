@@ -225,16 +225,17 @@ def cmd_run(args) -> int:
     if min(args.number, args.repeat) < 1 or args.warmup < 0:
         raise UserError("--number and --repeat must be at least 1, --warmup at least 0")
     options = parse_option_args(args.options)
+    from .executor import Session, project_archive
+
     inputs = None
-    archive = project / "model.tar"
-    if archive.is_file():  # our templates keep the archive here: check the inputs before any device starts
+    archive = project_archive(project)
+    if archive.is_file():  # check the inputs against the archive before any device starts
         from utvm.model_library import load
 
         from .signature import ModelSignature
 
         signature = ModelSignature(load(archive).metadata)
         inputs = _load_inputs(signature, _parse_input_specs(args.inputs), args.seed, say)
-    from .executor import Session
 
     session = Session.from_project(
         project, options, transport=args.transport, timeout=args.timeout, progress=say.progress

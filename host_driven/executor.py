@@ -65,6 +65,12 @@ def _clobbered_inputs(library) -> bool:
     return False
 
 
+
+def project_archive(directory) -> pathlib.Path:
+    """Where a generated project keeps its copy of the MLF archive (our templates put it there)."""
+    return pathlib.Path(directory) / "model.tar"
+
+
 class Session:
     """A model on a device: set inputs, run, read outputs, benchmark, profile and validate.
 
@@ -134,7 +140,7 @@ class Session:
         if owns:
             project = GeneratedProject.from_directory(project)
         try:
-            model = model if model is not None else project.directory / "model.tar"
+            model = model if model is not None else project_archive(project.directory)
             link = open_project_transport(project, options, mode=transport)
         except BaseException:
             if owns:
