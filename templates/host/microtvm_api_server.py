@@ -38,16 +38,6 @@ HERE = pathlib.Path(__file__).resolve().parent
 
 PLATFORM_NAME = "host"
 PROGRAMS = {"host_driven": "build/model_device", "aot_standalone": "build/model_standalone"}
-# A pipe is fast and RAM is plentiful here: big packets, several requests in flight, big port
-# reads and writes, and the fast CRC (docs/host-driven-protocol.md, "Device runtime configuration").
-FAST_LINK_DEFINES = [
-    "UTVM_MAX_PACKET=4093",  # the protocol maximum
-    "UTVM_RX_WINDOW=32",
-    "UTVM_RX_CHUNK=65536",
-    "UTVM_TX_CHUNK=16384",
-    "UTVM_CRC_TABLE=2",
-    "UTVM_CRC_CLMUL=1",
-]
 # read_transport with no timeout_sec waits at most this long (a call must never hang).
 DEFAULT_READ_TIMEOUT_SEC = 300.0
 STDERR_TAIL_BYTES = 8192
@@ -154,7 +144,8 @@ def _generate(mlf_path, project_dir, options):
         model_name=name,
         project_type=project_type,
         program=PROGRAMS[project_type],
-        defines=[f"-D{d}" for d in FAST_LINK_DEFINES] + ['-DUTVM_BOARD_NAME=\\"host\\"'],
+        # A pipe is fast and RAM is plentiful: the runtime's fast-link configuration.
+        defines=[f"-D{d}" for d in files["fast_link_defines"]] + ['-DUTVM_BOARD_NAME=\\"host\\"'],
         include_dirs=includes,
         strict_sources=strict,
         generated_sources=generated,

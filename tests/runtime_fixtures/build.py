@@ -14,13 +14,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 RUNTIME_DIR = REPO_ROOT / "templates" / "runtime"
 FIXTURE_DIR = Path(__file__).resolve().parent
 STRICT_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
-# What a fast host link wants (docs/host-driven-protocol.md, "Device runtime configuration").
-FAST_LINK_DEFINES = ["UTVM_MAX_PACKET=4093", "UTVM_RX_WINDOW=32", "UTVM_RX_CHUNK=65536",
-                     "UTVM_TX_CHUNK=16384", "UTVM_CRC_TABLE=2", "UTVM_CRC_CLMUL=1"]
 
 
 def runtime_files() -> dict:
     return json.loads((RUNTIME_DIR / "runtime_files.json").read_text())
+
+
+# What a fast host link wants: the same defines the host template builds its device with.
+FAST_LINK_DEFINES = runtime_files()["fast_link_defines"]
 
 
 def runtime_sources(posix: bool = True) -> List[Path]:
