@@ -7,15 +7,15 @@ Serial, TCP and Project-API-relay transports live in their own modules.
 from __future__ import annotations
 
 import abc
-import collections
 import fcntl
 import os
 import selectors
 import signal
 import subprocess
-import threading
 import time
-from typing import Deque, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
+
+from utvm.project_api.output_pump import OutputPump
 
 from .errors import IoTimeoutError, TransportClosedError
 
@@ -110,12 +110,8 @@ class SubprocessTransport(Transport):
         self._readable.register(self._out_fd, selectors.EVENT_READ)
         self._writable = selectors.DefaultSelector()
         self._writable.register(self._in_fd, selectors.EVENT_WRITE)
-        self._stderr: Deque[bytes] = collections.deque()
-        self._stderr_bytes = 0
-        self._stderr_lock = threading.Lock()
-        self._stderr_thread = threading.Thread(target=self._drain_stderr, name="utvm-device-stderr",
-                                               daemon=True)
-        self._stderr_thread.start()
+        self._stderr = OutputPump(self._proc.stderr, keep_bytes=STDERR_TAIL_BYTES, name="utvm-device-stderr")
+        self._stderr.start()
         self._closed = False
 
     @property
@@ -127,23 +123,9 @@ class SubprocessTransport(Transport):
         """The child's exit code once it has exited (negative: killed by that signal)."""
         return self._proc.poll()
 
-    def _drain_stderr(self) -> None:
-        stream = self._proc.stderr
-        while True:
-            chunk = stream.read1(4096) if hasattr(stream, "read1") else stream.read(4096)
-            if not chunk:
-                return
-            with self._stderr_lock:
-                self._stderr.append(chunk)
-                self._stderr_bytes += len(chunk)
-                while self._stderr_bytes - len(self._stderr[0]) >= STDERR_TAIL_BYTES:
-                    self._stderr_bytes -= len(self._stderr.popleft())
-
     def stderr_tail(self, max_lines: int = 20) -> str:
         """The last lines the child wrote to stderr."""
-        with self._stderr_lock:
-            text = b"".join(self._stderr)[-STDERR_TAIL_BYTES:].decode("utf-8", "replace")
-        return "\n".join(text.splitlines()[-max_lines:])
+        return "\n".join(self._stderr.tail_lines(max_lines))
 
     def _closed_error(self, what: str) -> TransportClosedError:
         try:
@@ -151,7 +133,7 @@ class SubprocessTransport(Transport):
         except subprocess.TimeoutExpired:
             pass
         # The exit is seen; give the stderr reader a moment to collect the last words.
-        self._stderr_thread.join(0.5)
+        self._stderr.join(0.5)
         message = f"{what}: {_describe_exit(self._proc.returncode)}"
         tail = self.stderr_tail()
         if tail:
@@ -228,5 +210,4 @@ class SubprocessTransport(Transport):
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
-        self._stderr_thread.join(1.0)
-        self._proc.stderr.close()
+        self._stderr.join(1.0)

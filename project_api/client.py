@@ -11,8 +11,6 @@ for error messages, and both streams are copied to this process's stderr when ``
 
 from __future__ import annotations
 
-import codecs
-import collections
 import fcntl
 import itertools
 import json
@@ -29,6 +27,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from .errors import ProjectAPIError
 from .options import validate_options
+from .output_pump import OutputPump
 from .server import (
     PROTOCOL_VERSION,
     IoTimeoutError,
@@ -61,6 +60,7 @@ TRANSPORT_SEC_PER_MIB = 2.0
 # Longest reply accepted; a 16 MiB read_transport is about 21 MB of base85.
 MAX_REPLY_BYTES = 64 << 20
 STDERR_TAIL_LINES = 20
+STDERR_TAIL_BYTES = 8192
 # How long close() lets the server exit on its own before stopping it.
 CLOSE_TIMEOUT = 5.0
 # How often a waiting call checks that the server is still alive.
@@ -208,49 +208,6 @@ class _Channel:
             self.read_fd = None
 
 
-class _OutputPump(threading.Thread):
-    """Copies one of the server's output streams to our stderr and keeps its last lines."""
-
-    def __init__(self, stream, echo: bool, tail: Optional[collections.deque]):
-        super().__init__(daemon=True, name="utvm-server-output")
-        self._stream = stream
-        self._echo = echo
-        self._tail = tail
-        self._partial = ""
-
-    def run(self) -> None:
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        fd = self._stream.fileno()
-        # The pump owns the stream and closes it itself: closing it from another thread while
-        # this one reads could make the read hit whatever file reuses the descriptor number.
-        try:
-            while True:
-                chunk = os.read(fd, 65536)
-                text = decoder.decode(chunk, final=not chunk)
-                if text:
-                    self._emit(text)
-                if not chunk:
-                    break
-        except OSError:
-            pass
-        finally:
-            self._stream.close()
-        if self._partial and self._tail is not None:
-            self._tail.append(self._partial)
-
-    def _emit(self, text: str) -> None:
-        if self._echo:
-            try:
-                sys.stderr.write(text)
-                sys.stderr.flush()
-            except (OSError, ValueError):
-                self._echo = False
-        if self._tail is not None:
-            lines = (self._partial + text).split("\n")
-            self._partial = lines.pop()
-            self._tail.extend(line.rstrip("\r") for line in lines)
-
-
 def _stop_process(proc: subprocess.Popen, grace: float) -> None:
     """SIGTERM the server's process group, then SIGKILL it if it is still there after grace seconds."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -336,7 +293,6 @@ class ProjectAPIClient:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._broken: Optional[str] = None
-        self.stderr_tail: collections.deque = collections.deque(maxlen=STDERR_TAIL_LINES)
         args = self._command(debug)
 
         to_server_r, to_server_w = (_above_stdio(fd) for fd in os.pipe())
@@ -368,12 +324,16 @@ class ProjectAPIClient:
         proc = self._proc
         self._channel = _Channel(from_server_r, to_server_w, lambda: proc.poll() is None)
         self._pumps = [
-            _OutputPump(self._proc.stdout, echo, None),
-            _OutputPump(self._proc.stderr, echo, self.stderr_tail),
+            OutputPump(self._proc.stdout, echo=echo, name="utvm-server-stdout"),
+            OutputPump(self._proc.stderr, echo=echo, keep_bytes=STDERR_TAIL_BYTES, name="utvm-server-stderr"),
         ]
         for pump in self._pumps:
             pump.start()
         self._finalizer = weakref.finalize(self, _reap, self._proc, self._channel)
+
+    def stderr_tail(self) -> List[str]:
+        """The last lines the server wrote to its stderr (at most STDERR_TAIL_LINES)."""
+        return self._pumps[1].tail_lines(STDERR_TAIL_LINES)
 
     def _command(self, debug: bool) -> List[str]:
         script = self.directory / SERVER_SCRIPT
@@ -487,7 +447,7 @@ class ProjectAPIClient:
         status = _describe_exit(self._proc.returncode)
         status = f"stopped it: {status}" if was_running else status
         self._broken = f"it {what}"
-        tail = list(self.stderr_tail)
+        tail = self.stderr_tail()
         lines = [details] if details else []
         if tail:
             lines.append(f"last {len(tail)} lines of the server's stderr:")
