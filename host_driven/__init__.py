@@ -9,7 +9,7 @@ Names are imported on first use, so importing this package (as the `utvm` comman
 
 from __future__ import annotations
 
-from importlib import import_module
+from utvm.project_api.lazy_exports import lazy_exports
 
 _LAZY = {
     # the user-facing session and its results
@@ -45,10 +45,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        module, attribute = _LAZY[name]
-        value = getattr(import_module(f".{module}", __name__), attribute)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY, globals())

@@ -11,7 +11,7 @@ imported on first use, so importing this package is cheap.
 
 from __future__ import annotations
 
-from importlib import import_module
+from utvm.project_api.lazy_exports import lazy_exports
 
 from .errors import ArchiveError, KernelError, ModelError, TargetError, UserError
 from .metadata import FORMAT_VERSION
@@ -29,10 +29,4 @@ _LAZY = {
 __all__ = ["FORMAT_VERSION", "ArchiveError", "KernelError", "ModelError", "TargetError", "UserError", *_LAZY]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        module, attribute = _LAZY[name]
-        value = getattr(import_module(f".{module}", __name__), attribute)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY, globals())
