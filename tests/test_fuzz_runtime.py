@@ -92,16 +92,16 @@ def test_bounded_fuzz_run_finds_nothing(fuzzer, tmp_path):
 
 
 def test_fuzzer_finds_a_planted_overflow(tmp_path):
-    """Remove the framer's buffer bound check in a copy of the runtime: the harness must crash on it."""
+    """Remove the unescaper's buffer bound check in a copy of the runtime: the harness must crash on it."""
     runtime_copy = tmp_path / "runtime"
     shutil.copytree(RUNTIME_DIR / "src", runtime_copy / "src")
     shutil.copytree(RUNTIME_DIR / "include", runtime_copy / "include")
-    framing = runtime_copy / "src" / "framing.c"
-    source = framing.read_text()
-    bound_check = "f->len >= f->cap"
-    if bound_check not in source:
-        pytest.skip(f"framing.c no longer checks `{bound_check}`; update the planted bug in this test")
-    framing.write_text(source.replace(bound_check, "0 /* planted bug */"))
+    # The unescaper's bound on the receive buffer (the framer hands it the room that is left).
+    escape = runtime_copy / "src" / "escape.c"
+    source = escape.read_text()
+    bound_check = "o >= room"
+    assert source.count(bound_check) == 1, f"escape.c no longer checks `{bound_check}` once: update this test"
+    escape.write_text(source.replace(bound_check, "0 /* planted bug */"))
     exe = build_fuzzer(tmp_path / "build", runtime_copy)
     scratch = tmp_path / "corpus"  # libFuzzer adds new inputs to the first folder: never the repo's
     scratch.mkdir()

@@ -56,8 +56,7 @@ def test_backend_and_framer_checks_pass(tmp_path, cc):
     """Workspace allocator, error text and C framer behave, under ASan/UBSan where available."""
     require_compiler(cc)
     sources = [FIXTURE_DIR / "runtime_checks.c", FIXTURE_DIR / "stub_port.c",
-               RUNTIME_DIR / "src" / "backend.c", RUNTIME_DIR / "src" / "framing.c",
-               RUNTIME_DIR / "src" / "crc16.c"]
+               *(RUNTIME_DIR / "src" / name for name in ("backend.c", "framing.c", "escape.c", "crc16.c"))]
     exe = compile_c(cc, sources, tmp_path / "checks", [*include_flags(posix=False),
                                                        *_sanitizer_flags(cc, tmp_path)])
     result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)

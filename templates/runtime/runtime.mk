@@ -8,6 +8,7 @@ UTVM_RUNTIME_SRCS := \
 	$(UTVM_RUNTIME_DIR)/src/backend.c \
 	$(UTVM_RUNTIME_DIR)/src/commands.c \
 	$(UTVM_RUNTIME_DIR)/src/crc16.c \
+	$(UTVM_RUNTIME_DIR)/src/escape.c \
 	$(UTVM_RUNTIME_DIR)/src/framing.c \
 	$(UTVM_RUNTIME_DIR)/src/plan.c \
 	$(UTVM_RUNTIME_DIR)/src/session.c

@@ -30,6 +30,8 @@ COMMANDS = [
     *((f"kernel_info_{i}", KERNEL_INFO, struct.pack("<H", i)) for i in range(2)),
     ("write_input", WRITE, struct.pack("<HHII", 0, 0, 0, TENSOR_BYTES) + bytes(range(TENSOR_BYTES))),
     ("write_chunk", WRITE, struct.pack("<HHII", 0, 0, 8, TENSOR_BYTES) + b"\x7e\x7d" * 4),
+    # FLAG and ESC at every offset of a 16- and 64-byte block, both ways (the reply echoes them)
+    ("ping_escapes", PING, bytes(range(0x70, 0x80)) * 5 + b"\x7d" * 3 + b"\x7e\x7d\x41" * 20),
     ("read_output", READ, struct.pack("<HHIII", 3, 0, 0, TENSOR_BYTES, TENSOR_BYTES)),
     ("read_weight", READ, struct.pack("<HHIII", 1, 0, 4, 8, TENSOR_BYTES)),
     ("run", RUN, b""),
@@ -87,6 +89,9 @@ def seeds() -> dict[str, bytes]:
     out["wire_garbage_then_hello"] = bytes([MODE_WIRE]) + b"\x00\x7d\x7d\xff\x7e\x12" + frame(hello())
     out["wire_bad_crc"] = bytes([MODE_WIRE]) + frame(hello())[:-2] + b"\x00\x7e"
     out["wire_oversized"] = bytes([MODE_WIRE, FLAG]) + b"\x55" * 600 + bytes([FLAG]) + frame(hello())
+    # Oversized by escaped bytes: the framer's buffer fills up in the middle of escapes.
+    out["wire_oversized_escapes"] = bytes([MODE_WIRE, FLAG]) + b"\x7d\x5e" * 600 + frame(hello())
+    out["wire_bad_escape"] = bytes([MODE_WIRE, FLAG]) + b"\x7d\x41" + frame(hello())[1:]
     out["wire_hello_then_requests"] = bytes([MODE_WIRE]) + frame(hello()) + b"".join(
         frame(request(c, a, seq=i + 1)) for i, (_, c, a) in enumerate(COMMANDS[:8])
     )

@@ -73,6 +73,13 @@
 #define UTVM_CRC_CLMUL 0
 #endif
 
+/* Escaping and unescaping of frames (src/escape.c): 0 portable C only (a machine word a step),
+ * 1 adds SSE2 on x86-64, 2 also AVX-512 VBMI2 where the CPU has it (checked at run time). Other
+ * cores always use the portable code; a lower level lets tests run each path on any x86-64. */
+#ifndef UTVM_ESCAPE_SIMD
+#define UTVM_ESCAPE_SIMD 2
+#endif
+
 /* Requests the host may send before waiting for replies (reported to the host
  * at the handshake). Keep 1 unless the link buffers whole packets while the
  * device is busy (pipes, TCP, USB CDC): a bare UART would drop bytes. */
