@@ -81,7 +81,8 @@ class UtvmPeer:
         self.nbytes = nbytes
         self.data = os.urandom(nbytes)
         self.device.write_tensor(self.tensor, self.data)
-        if self.device.read_tensor(self.tensor, nbytes) != self.data:
+        self.sink = bytearray(nbytes)  # downloads land here, as the raw pipe's do in its sink
+        if self.device.read_tensor(self.tensor, nbytes, out=self.sink) != self.data:
             self.close()
             raise RuntimeError("the device returned different bytes than it was sent")
         self.packet = {"max_packet": session.protocol.max_packet, "window": session.protocol.window}
@@ -90,7 +91,7 @@ class UtvmPeer:
         self.device.write_tensor(self.tensor, self.data)
 
     def download(self) -> None:
-        self.device.read_tensor(self.tensor, self.nbytes)
+        self.device.read_tensor(self.tensor, self.nbytes, out=self.sink)
 
     def close(self) -> None:
         try:

@@ -1,25 +1,26 @@
 /*
- * Optional host-side accelerator for host_driven/framing.py: CRC-16/CCITT-FALSE and byte escaping
- * of whole frames in one pass each, batches of frames in one call. framing.py compiles this on first use and loads it with ctypes;
- * without a C compiler the pure-Python framing (binascii.crc_hqx, bytes.replace) is used, and
- * both produce the same bytes (tests/test_host_protocol_accel.py).
+ * Optional host-side accelerator for host_driven/framing.py: framing and unframing of whole frames,
+ * batches of frames in one call. The CRC-16/CCITT-FALSE and the byte escaping are the device
+ * runtime's own (templates/runtime/src/crc16.c and escape.c, compiled into this library with their
+ * fastest options), so the two ends cannot disagree. framing.py compiles this on first use and
+ * loads it with ctypes; without a C compiler the pure-Python framing (binascii.crc_hqx,
+ * bytes.replace) is used, and both produce the same bytes (tests/test_host_protocol_accel.py).
  */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "utvm/crc16.h"
+#include "utvm/escape.h"
 
 #define FLAG 0x7E
-#define ESC 0x7D
-#define XOR 0x20
+/* Parts of at most this many bytes go to the runtime's code, which takes 32-bit lengths. */
+#define PART 0x40000000u
 
-/* The checksum is the device runtime's own (templates/runtime/src/crc16.c, compiled into this
- * library with its fastest options), so the two ends cannot disagree. */
 unsigned utvm_accel_crc16(const uint8_t *p, size_t n, unsigned crc) {
   crc &= 0xFFFFu;
-  while (n > 0) {  /* utvm_crc16 takes 32-bit lengths */
-    uint32_t part = n > 0x40000000u ? 0x40000000u : (uint32_t)n;
+  while (n > 0) {
+    uint32_t part = n > PART ? PART : (uint32_t)n;
     crc = utvm_crc16((uint16_t)crc, p, part);
     p += part;
     n -= part;
@@ -27,68 +28,17 @@ unsigned utvm_accel_crc16(const uint8_t *p, size_t n, unsigned crc) {
   return crc;
 }
 
-/* Length of the leading run of p[0..n) holding neither FLAG nor ESC. */
-static size_t plain_run(const uint8_t *p, size_t n) {
-  const uint64_t ones = 0x0101010101010101ull;
-  size_t i = 0;
-  /* A word is skipped whole when none of its bytes is in 0x7C..0x7F (a superset of FLAG, ESC). */
-  for (; i + 8 <= n; i += 8) {
-    uint64_t w;
-    uint64_t x;
-    memcpy(&w, p + i, 8);
-    x = (w & (ones * 0xFC)) ^ (ones * 0x7C);
-    if (((x - ones) & ~x & (ones * 0x80)) != 0) {
-      break;
-    }
-  }
-  while (i < n && p[i] != FLAG && p[i] != ESC) {
-    i++;
-  }
-  return i;
-}
-
-#ifdef __SSE2__
-#include <emmintrin.h>
-
-/* Stores p[0..16) at out whole; returns the index of its first FLAG or ESC, or 16 for none. */
-static size_t copy_plain16(uint8_t *out, const uint8_t *p) {
-  __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
-  unsigned mask = (unsigned)_mm_movemask_epi8(
-      _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8(FLAG)), _mm_cmpeq_epi8(v, _mm_set1_epi8(ESC))));
-  _mm_storeu_si128((__m128i *)(void *)out, v);
-  return mask == 0 ? 16 : (size_t)__builtin_ctz(mask);
-}
-#endif
-
 /* out has room for 2 * n bytes. */
 static size_t escape_into(uint8_t *out, const uint8_t *p, size_t n) {
   size_t o = 0;
-#ifdef __SSE2__
-  /* 16 bytes a step: store the block whole, then cut it at its first FLAG/ESC, if any (while 16
-   * bytes of input are left, the room left is at least 32 bytes). */
-  while (n >= 16) {
-    size_t k = copy_plain16(out + o, p);
-    o += k;
-    p += k;
-    n -= k;
-    if (k < 16) {
-      out[o++] = ESC;
-      out[o++] = (uint8_t)(*p++ ^ XOR);
-      n--;
-    }
-  }
-#endif
   while (n > 0) {
-    size_t run = plain_run(p, n);
-    memcpy(out + o, p, run);
-    o += run;
-    p += run;
-    n -= run;
-    if (n > 0) {
-      out[o++] = ESC;
-      out[o++] = (uint8_t)(*p++ ^ XOR);
-      n--;
-    }
+    uint32_t part = n > PART ? PART : (uint32_t)n;
+    uint32_t written = 0;
+    uint32_t taken = 0;
+    utvm_escape(out + o, 2u * part, &written, p, part, &taken);
+    o += written;
+    p += part;
+    n -= part;
   }
   return o;
 }
@@ -121,51 +71,43 @@ size_t utvm_accel_encode_many(const uint8_t *const *packets, const size_t *lens,
   return o;
 }
 
+/* The packet's length without its CRC for a frame that unescaped (into out[0..len)) up to a closing
+ * FLAG, no ESC pending, holds more than a CRC and checks; else -1. */
+static long checked(int why, uint8_t escaped, const uint8_t *out, uint32_t len) {
+  if (why != UTVM_UNESCAPE_FLAG || escaped || len <= 2u || utvm_accel_crc16(out, len, 0xFFFFu) != 0) {
+    return -1;
+  }
+  return (long)len - 2;
+}
+
+/* Where the frame whose unescaping stopped at p[taken] (for `why`) ends: the index of its closing
+ * FLAG, or -1 when p[0..n) holds none yet. */
+static long frame_end(const uint8_t *p, size_t n, size_t taken, int why) {
+  const uint8_t *flag;
+  if (why == UTVM_UNESCAPE_FLAG) {
+    return (long)taken;
+  }
+  flag = memchr(p + taken, FLAG, n - taken);
+  return flag == NULL ? -1 : (long)(flag - p);
+}
+
 /* Unescape a frame (between FLAGs) into out (cap bytes) and check its CRC. Returns the packet's
  * length without the CRC, or -1 for an escape the sender never makes, a frame longer than cap,
  * no room for a CRC, or a CRC mismatch. */
 long utvm_accel_decode(const uint8_t *p, size_t n, uint8_t *out, size_t cap) {
-  size_t o = 0;
-#ifdef __SSE2__
-  /* As in escape_into; an escape found in a block is complete, as 17 bytes were left. */
-  while (n >= 17 && cap - o >= 16) {
-    size_t k = copy_plain16(out + o, p);
-    o += k;
-    p += k;
-    n -= k;
-    if (k < 16) {
-      if (p[0] != ESC || (p[1] != (FLAG ^ XOR) && p[1] != (ESC ^ XOR))) {
-        return -1;
-      }
-      out[o++] = (uint8_t)(p[1] ^ XOR);
-      p += 2;
-      n -= 2;
-    }
+  uint32_t written = 0;
+  uint32_t taken = 0;
+  uint8_t escaped = 0;
+  int why;
+  if (cap > PART) {
+    cap = PART;
   }
-#endif
-  while (n > 0) {
-    size_t run = plain_run(p, n);
-    if (run > cap - o) {
-      return -1;
-    }
-    memcpy(out + o, p, run);
-    o += run;
-    p += run;
-    n -= run;
-    if (n > 0) {
-      /* Only ESC may stop a run here (the caller split at FLAG), and only before FLAG/ESC ^ XOR. */
-      if (p[0] != ESC || n < 2 || (p[1] != (FLAG ^ XOR) && p[1] != (ESC ^ XOR)) || o >= cap) {
-        return -1;
-      }
-      out[o++] = (uint8_t)(p[1] ^ XOR);
-      p += 2;
-      n -= 2;
-    }
+  if (n > 2 * cap) {
+    return -1; /* it would unescape to more than cap bytes (and n fits 32 bits from here on) */
   }
-  if (o <= 2 || utvm_accel_crc16(out, o, 0xFFFFu) != 0) {
-    return -1;
-  }
-  return (long)(o - 2);
+  why = utvm_unescape(out, (uint32_t)cap, &written, p, (uint32_t)n, &taken, &escaped);
+  /* The caller split the stream at FLAGs: the frame ends at n, as if at one. */
+  return checked(why == UTVM_UNESCAPE_END ? UTVM_UNESCAPE_FLAG : UTVM_UNESCAPE_BAD, escaped, out, written);
 }
 
 /* Decodes the frames of p[0..n), which starts just after a FLAG, up to its last FLAG: each
@@ -179,27 +121,39 @@ long utvm_accel_decode_all(const uint8_t *p, size_t n, uint8_t *out, size_t out_
   size_t at = 0;
   size_t o = 0;
   size_t count = 0;
-  while (count < max_spans) {
-    const uint8_t *end = memchr(p + at, FLAG, n - at);
-    size_t len;
+  if (max_crc > PART) {
+    max_crc = PART;
+  }
+  while (count < max_spans && at < n) {
+    size_t left = n - at;
+    uint32_t written = 0;
+    uint32_t taken = 0;
+    uint8_t escaped = 0;
+    int why;
+    long end;
     long got;
-    if (end == NULL) {
+    if (p[at] == FLAG) {
+      at++; /* two FLAGs in a row: an empty frame, skipped */
+      continue;
+    }
+    if (out_cap - o < max_crc) {
       break;
     }
-    len = (size_t)(end - (p + at));
-    if (len > 0) {
-      if (out_cap - o < max_crc) {
-        break;
-      }
-      got = utvm_accel_decode(p + at, len, out + o, max_crc);
-      spans[2 * count] = got < 0 ? -1 : (long)o;
-      spans[2 * count + 1] = got < 0 ? 0 : got;
-      if (got >= 0) {
-        o += (size_t)got;
-      }
-      count++;
+    /* One pass: unescaping stops at the frame's closing FLAG. */
+    why = utvm_unescape(out + o, (uint32_t)max_crc, &written, p + at, left > PART ? PART : (uint32_t)left,
+                        &taken, &escaped);
+    end = frame_end(p + at, left, taken, why);
+    if (end < 0) {
+      break; /* incomplete */
     }
-    at += len + 1;
+    got = checked(why, escaped, out + o, written);
+    spans[2 * count] = got < 0 ? -1 : (long)o;
+    spans[2 * count + 1] = got < 0 ? 0 : got;
+    if (got >= 0) {
+      o += (size_t)got;
+    }
+    count++;
+    at += (size_t)end + 1;
   }
   *used = at;
   return (long)count;
@@ -240,24 +194,49 @@ size_t utvm_accel_encode_chunks(const uint8_t *tmpl, size_t tmpl_n, size_t offse
   return o;
 }
 
+/* Unescapes the frame at p[0..n) (just after a FLAG) as a reply of 8 header bytes into head, want
+ * bytes into body and a CRC, stopping as soon as it is longer. Returns the index of its closing
+ * FLAG, or -1 when p[0..n) holds none yet; *ok says whether it had exactly that length and a good
+ * CRC. */
+static long reply_at(const uint8_t *p, size_t n, uint8_t head[8], uint8_t *body, uint32_t want, int *ok) {
+  uint8_t crc_be[2];
+  uint32_t head_n = 0;
+  uint32_t body_n = 0;
+  uint32_t crc_n = 0;
+  uint32_t taken = 0;
+  uint32_t lim = n > PART ? PART : (uint32_t)n;
+  uint8_t escaped = 0;
+  int why = utvm_unescape(head, 8, &head_n, p, lim, &taken, &escaped);
+  if (why == UTVM_UNESCAPE_FULL) {
+    why = utvm_unescape(body, want, &body_n, p, lim, &taken, &escaped);
+  }
+  if (why == UTVM_UNESCAPE_FULL) {
+    why = utvm_unescape(crc_be, 2, &crc_n, p, lim, &taken, &escaped);
+  }
+  /* Two CRC bytes were reached only once head and body were full. */
+  *ok = why == UTVM_UNESCAPE_FLAG && !escaped && crc_n == 2u &&
+        utvm_accel_crc16(crc_be, 2, utvm_accel_crc16(body, want, utvm_accel_crc16(head, 8, 0xFFFFu))) == 0;
+  return frame_end(p, n, taken, why);
+}
+
 /* Takes the replies of a chunked READ from p[0..n) (which starts at a FLAG) in order: reply i must
  * be the 8-byte header hdr with seq + i at byte 2, followed by the chunk of request i (as in
- * utvm_accel_encode_chunks), which goes to result + offset + i * chunk; scratch holds cap bytes
- * (the negotiated packet and its CRC). Stops at the first frame that is not the next reply
- * (*bad = 1) or is incomplete (*bad = 0); returns the replies taken and sets *used to the bytes
- * consumed, which always end just before a FLAG or at n. */
+ * utvm_accel_encode_chunks), which is unescaped straight to result + offset + i * chunk (never past
+ * the chunk; a reply found bad may have written there already). Stops at the first frame that is
+ * not the next reply (*bad = 1) or is incomplete (*bad = 0); returns the replies taken and sets
+ * *used to the bytes consumed, which always end just before a FLAG or at n. */
 long utvm_accel_take_chunks(const uint8_t *p, size_t n, const uint8_t *hdr, unsigned seq, size_t offset,
-                            size_t chunk, size_t total, size_t count, uint8_t *result, uint8_t *scratch,
-                            size_t cap, size_t *used, int *bad) {
+                            size_t chunk, size_t total, size_t count, uint8_t *result, size_t *used, int *bad) {
   size_t at = 0;
   size_t i = 0;
   *bad = 0;
   while (i < count) {
-    const uint8_t *end;
+    uint8_t head[8];
     size_t start = at;
     size_t want = total > offset ? total - offset : 0;
     unsigned s = (seq + (unsigned)i) & 0xFFFFu;
-    long got;
+    long end;
+    int ok;
     while (at < n && p[at] == FLAG) {
       at++;
     }
@@ -269,24 +248,22 @@ long utvm_accel_take_chunks(const uint8_t *p, size_t n, const uint8_t *hdr, unsi
       *bad = 1;
       break;
     }
-    end = memchr(p + at, FLAG, n - at);
-    if (end == NULL) {
-      at = start;
-      break;
-    }
     if (want > chunk) {
       want = chunk;
     }
-    got = utvm_accel_decode(p + at, (size_t)(end - (p + at)), scratch, cap);
-    if (got != (long)(8 + want) || memcmp(scratch, hdr, 2) != 0 || scratch[2] != (uint8_t)s ||
-        scratch[3] != (uint8_t)(s >> 8) || memcmp(scratch + 4, hdr + 4, 4) != 0) {
+    end = reply_at(p + at, n - at, head, result + offset, (uint32_t)want, &ok);
+    if (end < 0) {
+      at = start;
+      break;
+    }
+    if (!ok || memcmp(head, hdr, 2) != 0 || head[2] != (uint8_t)s || head[3] != (uint8_t)(s >> 8) ||
+        memcmp(head + 4, hdr + 4, 4) != 0) {
       at = start;
       *bad = 1;
       break;
     }
-    memcpy(result + offset, scratch + 8, want);
     offset += chunk;
-    at = (size_t)(end - p);
+    at += (size_t)end;
     i++;
   }
   *used = at;

@@ -173,14 +173,27 @@ class DeviceClient:
         self.session.transfer(P.CMD_WRITE, P.WRITE_ARGS.pack(tensor_id, 0, 0, total), _OFFSET_AT, 0, chunk,
                               total, source=source, on_chunk=_progress_of(progress, total))
 
-    def read_tensor(self, tensor_id: int, nbytes: int, progress: Optional[Progress] = None) -> bytes:
-        """Read the first ``nbytes`` of a tensor (inputs, outputs, constants or intermediates)."""
+    def read_tensor(self, tensor_id: int, nbytes: int, progress: Optional[Progress] = None, out=None):
+        """Read the first ``nbytes`` of a tensor (inputs, outputs, constants or intermediates).
+
+        Returns a new ``bytes`` object, or, when ``out`` is given, fills ``out`` and returns it:
+        a writable, C-contiguous buffer of exactly ``nbytes`` bytes (a bytearray, a numpy array of
+        the tensor's shape and dtype), which saves allocating and copying the result.
+        """
+        if out is None:
+            sink = bytearray(nbytes)
+        else:
+            sink = memoryview(out)
+            if sink.readonly or not sink.c_contiguous or sink.nbytes != nbytes:
+                raise ValueError(f"out must be a writable, C-contiguous buffer of {nbytes} bytes, got "
+                                 f"{sink.nbytes} bytes{' (read-only)' if sink.readonly else ''}"
+                                 f"{'' if sink.c_contiguous else ' (not contiguous)'}")
+            sink = sink.cast("B")
         chunk = self.session.max_packet - P.HEADER.size
-        sink = bytearray(nbytes)
         self.session.transfer(P.CMD_READ, P.READ_ARGS.pack(tensor_id, 0, 0, 0, nbytes), _OFFSET_AT,
                               _READ_LENGTH_AT, chunk, nbytes, sink=sink,
                               on_chunk=_progress_of(progress, nbytes))
-        return bytes(sink)
+        return bytes(sink) if out is None else out
 
     # -- execution -----------------------------------------------------------------------------
 

@@ -61,6 +61,9 @@ class ServerOwnedTransport(ClosableTransport):
     def read(self, n: int, timeout: float) -> bytes:
         return self.inner.read(n, timeout)
 
+    def read_into(self, buffer: memoryview, timeout: float) -> int:
+        return self.inner.read_into(buffer, timeout)
+
     def write(self, data: bytes, timeout: float) -> None:
         self.inner.write(data, timeout)
 

@@ -259,10 +259,9 @@ class Session:
     def read_plan_tensor(self, tensor_id: int) -> np.ndarray:
         """Any tensor of the plan (input, output, intermediate or constant) as the device holds it now."""
         spec = self.library.tensors[tensor_id]
-        raw = self.device.read_tensor(
-            tensor_id, spec["nbytes"], progress=self._progress_for(f"tensor {spec['name']}", spec["nbytes"])
-        )
-        return np.frombuffer(raw, dtype=spec["dtype"]).reshape(spec["shape"]).copy()
+        array = np.empty(spec["shape"], dtype=spec["dtype"])
+        progress = self._progress_for(f"tensor {spec['name']}", spec["nbytes"])
+        return self.device.read_tensor(tensor_id, spec["nbytes"], progress=progress, out=array)
 
     def get_output(self, key: Key) -> np.ndarray:
         """Output ``key`` (its name or position) after ``run()``."""

@@ -43,13 +43,14 @@ def encode(packet: bytes) -> bytes:
     """Frame one packet for the wire."""
     if type(packet) is not bytes:
         packet = bytes(packet)
-    if len(packet) >= ACCEL_MIN_BYTES:
-        lib = _framing_accel.load()
-        if lib is not None:
-            out = ctypes.create_string_buffer(2 * (len(packet) + CRC_BYTES) + 2)
-            n = lib.utvm_accel_encode(packet, len(packet), None, 0, out)
-            return out.raw[:n]
-    return _encode_python(packet)
+    if len(packet) < ACCEL_MIN_BYTES:
+        return _encode_python(packet)
+    lib = _framing_accel.load()
+    if lib is None:
+        return _encode_python(packet)
+    out = ctypes.create_string_buffer(2 * (len(packet) + CRC_BYTES) + 2)
+    n = lib.utvm_accel_encode(packet, len(packet), None, 0, out)
+    return out.raw[:n]
 
 
 class FrameEncoder:
@@ -194,6 +195,19 @@ class FrameDecoder:
                     self.bad_frames += 1
                 else:
                     out.append(bytes(bulk[offset:offset + spans[at + 1]]))
+
+    def sole_packet(self, data: bytes, head: bytes) -> Optional[bytes]:
+        """What follows ``head`` in ``data`` when ``data`` is exactly one whole frame, free of escapes,
+        whose packet starts with ``head`` and whose CRC checks; else None and nothing is consumed
+        (``feed`` then takes ``data``). The usual reply to a single request, checked in a few steps.
+        """
+        end = len(data) - 1
+        if (data[0] == 0x7E and data[end] == 0x7E and data.startswith(head, 1) and not self._partial
+                and not self._overflow and 0x7D not in data and data.find(0x7E, 1) == end
+                and len(head) + CRC_BYTES < end <= self.max_packet + CRC_BYTES + 1
+                and binascii.crc_hqx(data[1:end], 0xFFFF) == 0):
+            return data[1 + len(head):end - CRC_BYTES]
+        return None
 
     def feed(self, data: bytes) -> List[bytes]:
         """Decode the next slice of the byte stream; returns the packets it completed."""

@@ -46,8 +46,14 @@ RECENT_LOG_LINES = 20
 MIN_DECODE_LIMIT = 4096
 # Below glibc's mmap threshold: larger reads cost a fresh mapping (page faults) each time.
 _READ_BYTES = 64 * 1024
+# A bulk READ's receive area, kept by the session: a batch of replies is about 130 KiB.
+_RX_AREA_BYTES = 256 * 1024
 
+# Looked up once: the single-request path runs in a few microseconds.
 _PACK_HEADER = P.HEADER.pack
+_HEADER_BYTES = P.HEADER.size
+_PKT_REQUEST = P.PKT_REQUEST
+_PKT_REPLY_OK = P.PKT_REPLY_OK
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 
@@ -95,6 +101,8 @@ class ProtocolSession:
         self._pending: Deque[bytes] = collections.deque()
         self._seq = secrets.randbelow(0x10000)
         self._open = False
+        self._rx_area: Optional[bytearray] = None
+        self._rx_address = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -247,28 +255,22 @@ class ProtocolSession:
         if self._pending:
             return self.request_many(cmd, [payload], timeout=timeout)[0]
         # The common case, kept short (a round trip is a few microseconds): one frame out, and the
-        # first packet back is the reply. Anything else goes through request_many's general loop.
+        # first slice back is exactly the reply. Anything else goes through the general loop.
         if timeout is None:
             timeout = self.timeout
         packet = self._request_packet(cmd, payload)
-        try:
-            self.transport.write(encode(packet), timeout)
-        except TransportClosedError as err:
-            raise self._send_failed(err, cmd) from err
-        bad_before = self._decoder.bad_frames
-        try:
-            data = self.transport.read(_READ_BYTES, timeout)
-        except IoTimeoutError:
+        decoder = self._decoder
+        bad_before = decoder.bad_frames
+        self._write_frame(encode(packet), timeout, cmd)
+        data = self._first_slice(timeout, cmd)
+        if data is None:
             packets = []
             deadline = time.monotonic()  # the read waited the whole timeout
-        except TransportClosedError as err:
-            raise self._receive_failed(err, P.COMMAND_NAMES.get(cmd, f"command {cmd}")) from err
         else:
-            packets = self._decoder.feed(data)
-            if len(packets) == 1 and packets[0][:P.HEADER.size] == _PACK_HEADER(
-                    P.PKT_REPLY_OK, cmd, self._seq, self.session_id):
-                return packets[0][P.HEADER.size:]
-            packets = self._without_logs(packets)
+            reply = decoder.sole_packet(data, _PACK_HEADER(_PKT_REPLY_OK, cmd, self._seq, self.session_id))
+            if reply is not None:
+                return reply
+            packets = self._without_logs(decoder.feed(data))
             deadline = time.monotonic() + timeout
         return self._await(cmd, [packet], packets, timeout, bad_before, deadline)[0]
 
@@ -456,25 +458,35 @@ class ProtocolSession:
         return count, b"", deadline
 
     def _take_reads(self, bulk: _BulkBuffers, cmd: int, seq: int, done: int, count: int, timeout: float):
-        """(replies taken in order, bytes left over, deadline) for a READ batch, decoded into the sink."""
+        """(replies taken in order, bytes left over, deadline) for a READ batch, decoded into the sink.
+
+        Slices are read into the bulk buffers' receive area, behind the unfinished frame the last
+        one left, and the replies decoded from there straight into the sink."""
         name = P.COMMAND_NAMES[cmd]
         taken = 0
-        carry = b""
+        fill = 0
+        view = bulk.rx_view
         deadline = time.monotonic() + timeout
         while taken < count:
-            data = self._read_for(deadline, name)
-            if data is None:
-                return taken, carry, deadline
-            if carry:
-                data = carry + data
-            got, used, bad = bulk.take(data, seq + taken, done + taken, count - taken)
+            if fill == len(view):
+                return taken, bytes(view[:fill]), deadline  # no frame end in sight: not a reply
+            try:
+                got = self.transport.read_into(view[fill:], max(0.0, deadline - time.monotonic()))
+            except IoTimeoutError:
+                return taken, bytes(view[:fill]), deadline
+            except TransportClosedError as err:
+                raise self._receive_failed(err, name) from err
+            fill += got
+            got, used, bad = bulk.take(fill, seq + taken, done + taken, count - taken)
             if got:
                 deadline = time.monotonic() + timeout
             taken += got
-            carry = data[used:]
+            if used:
+                view[:fill - used] = view[used:fill]
+                fill -= used
             if bad:
-                return taken, carry, deadline
-        return taken, carry, deadline
+                break
+        return taken, bytes(view[:fill]), deadline
 
     def _finish_batch(self, cmd: int, plan: _Chunks, seq: int, done: int, taken: int, count: int,
                       leftover: bytes, sink, on_chunk, timeout: float, deadline: float) -> None:
@@ -487,11 +499,19 @@ class ProtocolSession:
                     on_reply=_ChunkHandler(cmd, plan, sink, on_chunk, first), framed=True)
 
     def _request_packet(self, cmd: int, payload: bytes) -> bytes:
-        if P.HEADER.size + len(payload) > self.max_packet:
+        if _HEADER_BYTES + len(payload) > self.max_packet:
             raise ValueError(f"{P.COMMAND_NAMES.get(cmd, cmd)} payload of {len(payload)} bytes does not fit "
                              f"the negotiated packet of {self.max_packet} bytes")
         self._seq = seq = (self._seq + 1) & 0xFFFF
-        return _PACK_HEADER(P.PKT_REQUEST, cmd, seq, self.session_id) + payload
+        return _PACK_HEADER(_PKT_REQUEST, cmd, seq, self.session_id) + payload
+
+    def _write_frame(self, frame: bytes, timeout: float, cmd: int) -> None:
+        if frame:
+            self._send(frame, timeout, cmd)
+
+    def _first_slice(self, timeout: float, cmd: int) -> Optional[bytes]:
+        """The next slice from the device, or None when ``timeout`` passes first."""
+        return self._read_for(time.monotonic() + timeout, P.COMMAND_NAMES.get(cmd, f"command {cmd}"))
 
     def _send(self, frame: bytes, timeout: float, cmd: int) -> None:
         try:
@@ -512,6 +532,14 @@ class ProtocolSession:
     def _receive_failed(self, err: TransportClosedError, name: str) -> TransportClosedError:
         self._open = False
         return TransportClosedError(f"{err}\n(while waiting for the reply to {name})" + self._log_context())
+
+    def receive_area(self, nbytes: int):
+        """(bytearray, its address) of at least ``nbytes``, kept for the session's next transfers:
+        a fresh buffer per transfer would cost a mapping and its page faults each time."""
+        if self._rx_area is None or len(self._rx_area) < nbytes:
+            self._rx_area = bytearray(nbytes)
+            self._rx_address = ctypes.addressof(ctypes.c_char.from_buffer(self._rx_area))
+        return self._rx_area, self._rx_address
 
     def wait_for_reboot(self, timeout: Optional[float] = None) -> int:
         """Wait for the device's boot ANNOUNCE (after a reset); returns its boot nonce."""
@@ -601,10 +629,12 @@ class _BulkBuffers:
         self.out = session._encoder.room(packet_room * self.window)
         self.ends = (ctypes.c_size_t * self.window)()
         self.reply = _PACK_HEADER(P.PKT_REPLY_OK, plan.template[1], 0, session.session_id)
-        self.cap = session.max_packet + CRC_BYTES
-        self.scratch = ctypes.create_string_buffer(self.cap)
         self.used = ctypes.c_size_t()
         self.bad = ctypes.c_int()
+        if sink is not None:
+            # Room for a batch of replies at once, and never less than two whole escaped frames.
+            self.rx, self.rx_address = session.receive_area(max(_RX_AREA_BYTES, 2 * packet_room))
+            self.rx_view = memoryview(self.rx)
 
     @classmethod
     def of(cls, session: ProtocolSession, lib, plan: _Chunks, sink) -> _BulkBuffers:
@@ -628,10 +658,11 @@ class _BulkBuffers:
                                               out, self.ends)
         return out.raw[:n], self.ends[:count]
 
-    def take(self, data: bytes, seq: int, first: int, count: int):
-        """(replies taken, bytes used, stopped at an unexpected frame) for READ replies in ``data``."""
+    def take(self, fill: int, seq: int, first: int, count: int):
+        """(replies taken, bytes used, stopped at an unexpected frame) for READ replies in the first
+        ``fill`` bytes of the receive area."""
         plan = self.plan
         got = self.lib.utvm_accel_take_chunks(
-            data, len(data), self.reply, seq & 0xFFFF, first * plan.chunk, plan.chunk, plan.total, count,
-            self.sink, self.scratch, self.cap, ctypes.byref(self.used), ctypes.byref(self.bad))
+            self.rx_address, fill, self.reply, seq & 0xFFFF, first * plan.chunk, plan.chunk, plan.total,
+            count, self.sink, ctypes.byref(self.used), ctypes.byref(self.bad))
         return got, self.used.value, bool(self.bad.value)

@@ -52,6 +52,16 @@ class Transport(abc.ABC):
         """Return 1..n bytes; raise IoTimeoutError if none arrive in ``timeout`` seconds,
         TransportClosedError at end of file."""
 
+    def read_into(self, buffer: memoryview, timeout: float) -> int:
+        """Read 1..len(buffer) bytes into ``buffer`` and return how many; errors as ``read``.
+
+        Bulk transfers receive through this into one buffer they keep; a transport that can read
+        in place (a pipe) overrides it to skip the copy.
+        """
+        data = self.read(len(buffer), timeout)
+        buffer[:len(data)] = data
+        return len(data)
+
     @abc.abstractmethod
     def close(self) -> None:
         """Release the link. Safe to call more than once."""
@@ -187,8 +197,28 @@ class SubprocessTransport(Transport):
                 return data
             if deadline is None:
                 deadline = time.monotonic() + timeout
-            if not _wait(self._readable, deadline):
-                raise IoTimeoutError(f"no bytes from the device process within {timeout:.3g} s")
+            self._wait_readable(deadline, timeout)
+
+    def read_into(self, buffer: memoryview, timeout: float) -> int:
+        if self._closed:
+            self._check_open()
+        deadline = None
+        while True:
+            try:
+                n = os.readv(self._out_fd, (buffer,))
+            except BlockingIOError:
+                n = -1
+            if n > 0:
+                return n
+            if n == 0:
+                raise self._closed_error("the device closed the link")
+            if deadline is None:
+                deadline = time.monotonic() + timeout
+            self._wait_readable(deadline, timeout)
+
+    def _wait_readable(self, deadline: float, timeout: float) -> None:
+        if not _wait(self._readable, deadline):
+            raise IoTimeoutError(f"no bytes from the device process within {timeout:.3g} s")
 
     def close(self) -> None:
         if self._closed:

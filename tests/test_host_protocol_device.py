@@ -146,6 +146,31 @@ def test_chunked_write_and_read_round_trip_with_progress(client):
     assert client.read_tensor(BIG, 300) == data[:300]
 
 
+def test_read_into_a_callers_buffer(client):
+    data = np.random.default_rng(7).integers(-128, 128, BIG_BYTES, dtype=np.int8)
+    client.write_tensor(BIG, data)
+    array = np.zeros(BIG_BYTES, dtype=np.int8)
+    assert client.read_tensor(BIG, BIG_BYTES, out=array) is array
+    np.testing.assert_array_equal(array, data)
+    # Any writable contiguous buffer of the right size, e.g. a 2-D array of wider elements.
+    wide = np.zeros((16, BIG_BYTES // 64), dtype=np.int32)
+    client.read_tensor(BIG, BIG_BYTES, out=wide)
+    assert wide.tobytes() == data.tobytes()
+    buffer = bytearray(300)
+    assert client.read_tensor(BIG, 300, out=buffer) == data[:300].tobytes()
+
+
+@pytest.mark.parametrize("out, problem", [
+    (bytearray(10), "of 11 bytes, got 10 bytes"),
+    (bytes(11), "read-only"),
+    (np.zeros((11, 2), dtype=np.int8)[:, 0], "not contiguous"),
+])
+def test_read_into_refuses_an_unfit_buffer(client, out, problem):
+    with pytest.raises(ValueError, match=problem):
+        client.read_tensor(BIG, 11, out=out)
+    client.ping()  # nothing was sent
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_chunked_transfers_survive_lost_and_corrupted_bytes(open_session, seed):
     """Drops and corruption anywhere in a many-batch transfer, both ways: the bulk path hands the

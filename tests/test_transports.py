@@ -66,6 +66,30 @@ def test_loop_url_round_trip_and_deadlines():
         transport.read(1, 0.1)
 
 
+def test_read_into_fills_a_buffer_with_deadlines_and_end_of_file():
+    """Bulk reads go through read_into: the pipe's own (readv) and the base class's (over read)."""
+    with SerialTransport("loop://") as loop:
+        loop.write(b"abcdef", 1.0)
+        buffer = bytearray(4)
+        got = loop.read_into(memoryview(buffer), 1.0)
+        assert buffer[:got] == b"abcdef"[:got] and 1 <= got <= 4
+    cat = shutil.which("cat")
+    if cat is None:
+        pytest.skip("cat not installed: needed as a pipe peer")
+    with SubprocessTransport([cat]) as pipe:
+        pipe.write(b"0123456789", 1.0)
+        buffer = bytearray(16)
+        got = 0
+        while got < 10:
+            got += pipe.read_into(memoryview(buffer)[got:], 1.0)
+        assert buffer[:10] == b"0123456789"
+        with pytest.raises(IoTimeoutError, match="within 0.2 s"):
+            pipe.read_into(memoryview(buffer), 0.2)
+        pipe._proc.stdin.close()  # cat sees end of file and exits
+        with pytest.raises(TransportClosedError, match="closed the link.*exited with code 0"):
+            pipe.read_into(memoryview(buffer), 5.0)
+
+
 def test_bad_serial_url_is_a_clear_error():
     with pytest.raises(TransportClosedError, match="cannot open serial port"):
         SerialTransport("socket://127.0.0.1:1")
