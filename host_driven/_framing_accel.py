@@ -24,6 +24,8 @@ from typing import Optional, Sequence
 
 _LOG = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("_framing_accel.c")
+# The single-request fast path over a pipe pair (pipe_call.py), in the same library.
+PIPE_CALL_SOURCE = Path(__file__).with_name("_pipe_call.c")
 _RUNTIME = Path(__file__).resolve().parent.parent / "templates" / "runtime"
 # The runtime's CRC and escaping, built with their fastest options (the same ones the POSIX device
 # uses); the runtime's headers are part of the cache key too.
@@ -56,7 +58,7 @@ def compile_library(target: Path, defines: Sequence[str] = ()) -> None:
     os.close(fd)
     try:
         subprocess.run([compiler, *CFLAGS, *(f"-D{d}" for d in defines), "-o", tmp, str(SOURCE),
-                        *map(str, RUNTIME_SOURCES)],
+                        str(PIPE_CALL_SOURCE), *map(str, RUNTIME_SOURCES)],
                        check=True, capture_output=True, timeout=COMPILE_TIMEOUT_SEC)
         os.replace(tmp, target)
     finally:
@@ -85,6 +87,9 @@ def bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.utvm_accel_take_chunks.argtypes = [ptr, size, ptr, ctypes.c_uint, size, size, size, size, ptr, ptr,
                                            ptr]
     lib.utvm_accel_take_chunks.restype = ctypes.c_long
+    from . import pipe_call
+
+    pipe_call.bind(lib)
     return lib
 
 
@@ -98,7 +103,7 @@ def load() -> Optional[ctypes.CDLL]:
         return None
     try:
         headers = sorted((_RUNTIME / "include" / "utvm").glob("*.h"))
-        key = (b"".join(p.read_bytes() for p in [SOURCE, *RUNTIME_SOURCES, *headers])
+        key = (b"".join(p.read_bytes() for p in [SOURCE, PIPE_CALL_SOURCE, *RUNTIME_SOURCES, *headers])
                + " ".join(CFLAGS[3:]).encode())
         tag = hashlib.sha256(key + (sysconfig.get_platform() or "").encode()).hexdigest()[:16]
         target = cache_dir() / f"framing-accel-{tag}.so"

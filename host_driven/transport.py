@@ -13,7 +13,7 @@ import selectors
 import signal
 import subprocess
 import time
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence, Tuple
 
 from utvm.project_api.output_pump import OutputPump
 
@@ -61,6 +61,11 @@ class Transport(abc.ABC):
         data = self.read(len(buffer), timeout)
         buffer[:len(data)] = data
         return len(data)
+
+    def pipe_fds(self) -> Optional[Tuple[int, int]]:
+        """(write fd, read fd) when the link is a non-blocking pipe pair a session may use directly
+        for its single-request fast path (see pipe_call.py), else None."""
+        return None
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -123,6 +128,9 @@ class SubprocessTransport(Transport):
         self._stderr = OutputPump(self._proc.stderr, keep_bytes=STDERR_TAIL_BYTES, name="utvm-device-stderr")
         self._stderr.start()
         self._closed = False
+
+    def pipe_fds(self) -> Optional[Tuple[int, int]]:
+        return None if self._closed else (self._in_fd, self._out_fd)
 
     @property
     def pid(self) -> int:

@@ -43,19 +43,41 @@ def device_exe(tmp_path_factory):
     return build_device(tmp_path_factory.mktemp("device"), defines=["UTVM_RX_WINDOW=4"])
 
 
-@pytest.fixture
-def open_session(device_exe):
-    """open_session(**session_kwargs) -> an open ProtocolSession on a fresh device process."""
+class PassThrough(Transport):
+    """The same pipe, seen through a wrapper: no pipe_fds(), so sessions take the Python path."""
+
+    def __init__(self, inner: Transport):
+        self.inner = inner
+
+    def write(self, data, timeout):
+        self.inner.write(data, timeout)
+
+    def read(self, n, timeout):
+        return self.inner.read(n, timeout)
+
+    def close(self):
+        self.inner.close()
+
+
+@pytest.fixture(params=["pipe call", "python"])
+def open_session(device_exe, request):
+    """open_session(**session_kwargs) -> an open ProtocolSession on a fresh device process, whose
+    single requests go through the C pipe call or, seen through a wrapper, the Python path."""
     sessions = []
 
     def make(transport_wrapper=None, **kwargs):
         transport = SubprocessTransport([str(device_exe)])
+        if request.param == "python":
+            transport = PassThrough(transport)
         if transport_wrapper is not None:
             transport = transport_wrapper(transport)
         kwargs.setdefault("timeout", 5.0)
         session = ProtocolSession(transport, **kwargs)
         sessions.append(session)
-        return session.open()
+        session.open()
+        if transport_wrapper is None:
+            assert session.fast_path == (None if request.param == "python" else "pipe call")
+        return session
 
     yield make
     for session in sessions:
