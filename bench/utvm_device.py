@@ -85,7 +85,8 @@ class UtvmPeer:
         if self.device.read_tensor(self.tensor, nbytes, out=self.sink) != self.data:
             self.close()
             raise RuntimeError("the device returned different bytes than it was sent")
-        self.packet = {"max_packet": session.protocol.max_packet, "window": session.protocol.window}
+        self.packet = {"max_packet": session.protocol.max_packet, "window": session.protocol.window,
+                       "fast_path": session.protocol.fast_path}
 
     def upload(self) -> None:
         self.device.write_tensor(self.tensor, self.data)
