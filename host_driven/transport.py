@@ -190,43 +190,31 @@ class SubprocessTransport(Transport):
                 raise self._closed_error("cannot write to the device") from err
 
     def read(self, n: int, timeout: float) -> bytes:
+        return self._read_with(os.read, n, timeout)
+
+    def read_into(self, buffer: memoryview, timeout: float) -> int:
+        return self._read_with(os.readv, (buffer,), timeout)
+
+    def _read_with(self, read, argument, timeout: float):
+        """``read(fd, argument)`` (os.read or os.readv) once the pipe has bytes; its falsy result
+        (b"" or 0) is end of file."""
         if self._closed:
             self._check_open()
         deadline = None
         while True:
             # Try first: on one CPU the device has usually answered by the time we read.
             try:
-                data = os.read(self._out_fd, n)
+                got = read(self._out_fd, argument)
             except BlockingIOError:
-                data = None
-            if data is not None:
-                if not data:
+                got = None
+            if got is not None:
+                if not got:
                     raise self._closed_error("the device closed the link")
-                return data
+                return got
             if deadline is None:
                 deadline = time.monotonic() + timeout
-            self._wait_readable(deadline, timeout)
-
-    def read_into(self, buffer: memoryview, timeout: float) -> int:
-        if self._closed:
-            self._check_open()
-        deadline = None
-        while True:
-            try:
-                n = os.readv(self._out_fd, (buffer,))
-            except BlockingIOError:
-                n = -1
-            if n > 0:
-                return n
-            if n == 0:
-                raise self._closed_error("the device closed the link")
-            if deadline is None:
-                deadline = time.monotonic() + timeout
-            self._wait_readable(deadline, timeout)
-
-    def _wait_readable(self, deadline: float, timeout: float) -> None:
-        if not _wait(self._readable, deadline):
-            raise IoTimeoutError(f"no bytes from the device process within {timeout:.3g} s")
+            if not _wait(self._readable, deadline):
+                raise IoTimeoutError(f"no bytes from the device process within {timeout:.3g} s")
 
     def close(self) -> None:
         if self._closed:
