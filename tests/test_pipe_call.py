@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,6 +102,30 @@ def test_a_full_pipe_hands_the_rest_of_the_request_to_the_transport(session):
     finally:
         os.kill(pid, signal.SIGCONT)
         resumer.join()
+
+
+PROXY = Path(__file__).with_name("fault_proxy.py")
+
+
+@pytest.mark.parametrize("faults", [
+    ["--corrupt", "from:400"],  # a reply fails its CRC in the C call: the session re-asks at once
+    ["--drop", "from:401"],
+    ["--corrupt", "to:300"],  # a request fails its CRC on the device: no reply, resent after the timeout
+    ["--drop", "to:301"],
+    ["--corrupt", "from:350", "--corrupt", "from:351", "--drop", "to:500", "--corrupt", "from:700"],
+])
+def test_spoilt_bytes_below_the_pipe_call_are_retried_never_taken(device_exe, faults):
+    """A proxy process between the host's pipes and the device spoils bytes, so the C call itself
+    meets them (a transport wrapper would hide the pipe and take the Python path)."""
+    transport = SubprocessTransport([sys.executable, str(PROXY), *faults, "--", str(device_exe)])
+    with ProtocolSession(transport, timeout=0.3, retries=5) as session:
+        if session.fast_path != "pipe call":
+            pytest.skip("the framing accelerator did not load (no C compiler?): no pipe call to test")
+        client = DeviceClient(session)
+        for i in range(40):
+            client.ping(bytes([i, 0x7E, 0x7D]) * 7)  # ping() checks the echo
+        assert session.retransmissions > 0, "a fault was injected but nothing was re-sent"
+        assert client.info().model_name == "fixture"
 
 
 def test_a_dead_device_is_named_with_its_exit_status(session):

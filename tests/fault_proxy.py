@@ -1,0 +1,73 @@
+"""A fault-injecting proxy process: relays stdin/stdout to a device program and spoils bytes.
+
+    python fault_proxy.py [--corrupt DIR:OFFSET ...] [--drop DIR:OFFSET ...] -- device [args...]
+
+DIR is ``to`` (host to device) or ``from`` (device to host); OFFSET counts the bytes of that
+stream. A corrupted byte is XORed with 0x01; a dropped byte never arrives. The host sees a pipe
+pair (so its sessions take the C pipe call), and the faults are below it: this is how the pipe
+call's own handling of spoilt replies is tested. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import selectors
+import subprocess
+import sys
+
+
+def _faults(specs, kind):
+    out = {"to": {}, "from": {}}
+    for spec in specs or ():
+        direction, offset = spec.split(":")
+        out[direction][int(offset)] = kind
+    return out
+
+
+def _spoil(data: bytes, start: int, faults: dict) -> bytes:
+    if not faults:
+        return data
+    out = bytearray()
+    for index, byte in enumerate(data):
+        kind = faults.get(start + index)
+        if kind == "corrupt":
+            out.append(byte ^ 0x01)
+        elif kind != "drop":
+            out.append(byte)
+    return bytes(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corrupt", action="append", metavar="DIR:OFFSET")
+    parser.add_argument("--drop", action="append", metavar="DIR:OFFSET")
+    parser.add_argument("device", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    device = [a for a in args.device if a != "--"]
+    faults = _faults(args.corrupt, "corrupt")
+    for direction, table in _faults(args.drop, "drop").items():
+        faults[direction].update(table)
+    child = subprocess.Popen(device, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+    host_in, host_out = sys.stdin.fileno(), sys.stdout.fileno()
+    seen = {"to": 0, "from": 0}
+    routes = {host_in: ("to", child.stdin.fileno()), child.stdout.fileno(): ("from", host_out)}
+    with selectors.DefaultSelector() as selector:
+        for fd in routes:
+            selector.register(fd, selectors.EVENT_READ)
+        while True:
+            for key, _ in selector.select():
+                direction, target = routes[key.fd]
+                data = os.read(key.fd, 65536)
+                if not data:  # either end closed: so do we
+                    child.stdin.close()
+                    return child.wait()
+                spoilt = _spoil(data, seen[direction], faults[direction])
+                seen[direction] += len(data)
+                view = memoryview(spoilt)
+                while view:
+                    view = view[os.write(target, view):]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
