@@ -196,17 +196,23 @@ class FrameDecoder:
                 else:
                     out.append(bytes(bulk[offset:offset + spans[at + 1]]))
 
-    def sole_packet(self, data: bytes, head: bytes) -> Optional[bytes]:
-        """What follows ``head`` in ``data`` when ``data`` is exactly one whole frame, free of escapes,
-        whose packet starts with ``head`` and whose CRC checks; else None and nothing is consumed
-        (``feed`` then takes ``data``). The usual reply to a single request, checked in a few steps.
-        """
+    def _sole_frame(self, data: bytes) -> Optional[bytes]:
+        """The packet of ``data`` when it is exactly one whole frame, free of escapes, whose CRC
+        checks, and no frame is in progress; else None (and nothing is consumed)."""
         end = len(data) - 1
-        if (data[0] == 0x7E and data[end] == 0x7E and data.startswith(head, 1) and not self._partial
-                and not self._overflow and 0x7D not in data and data.find(0x7E, 1) == end
-                and len(head) + CRC_BYTES < end <= self.max_packet + CRC_BYTES + 1
-                and binascii.crc_hqx(data[1:end], 0xFFFF) == 0):
-            return data[1 + len(head):end - CRC_BYTES]
+        if (CRC_BYTES + 1 < end <= self.max_packet + CRC_BYTES + 1 and data[0] == 0x7E
+                and data[end] == 0x7E and not self._partial and not self._overflow and 0x7D not in data
+                and data.find(0x7E, 1) == end and binascii.crc_hqx(data[1:end], 0xFFFF) == 0):
+            return data[1:end - CRC_BYTES]
+        return None
+
+    def sole_packet(self, data: bytes, head: bytes) -> Optional[bytes]:
+        """What follows ``head`` in ``data`` when ``data`` is exactly one whole good frame (as
+        ``feed`` would take it) whose packet starts with ``head``; else None and nothing is
+        consumed (``feed`` then takes ``data``). The usual reply to a single request."""
+        packet = self._sole_frame(data)
+        if packet is not None and packet.startswith(head):
+            return packet[len(head):]
         return None
 
     def feed(self, data: bytes) -> List[bytes]:
@@ -223,13 +229,10 @@ class FrameDecoder:
             return out
         if self._lib is not None and len(data) >= _BULK_MIN_BYTES:
             return self._feed_bulk(data, out)
+        packet = self._sole_frame(data)  # one whole small frame, the usual reply to a request
+        if packet is not None:
+            return [packet]
         parts = data.split(FLAG)
-        if len(parts) == 3 and not parts[0] and not parts[2] and not self._partial and not self._overflow:
-            # One whole small frame, the usual reply to a request: checked inline.
-            frame = parts[1]
-            if (len(frame) < ACCEL_MIN_BYTES and 0x7D not in frame and CRC_BYTES < len(frame)
-                    <= self.max_packet + CRC_BYTES and binascii.crc_hqx(frame, 0xFFFF) == 0):
-                return [frame[:-CRC_BYTES]]
         self._head(parts[0], out)
         frame = self._frame
         for part in parts[1:-1]:
