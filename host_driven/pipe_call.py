@@ -86,7 +86,7 @@ class PipeCall:
 
 def for_transport(transport, lib: Optional[ctypes.CDLL], max_packet: int) -> Optional[PipeCall]:
     """A PipeCall for ``transport`` when it is a pipe pair and the accelerator is loaded, else None."""
-    fds = transport.pipe_fds() if lib is not None and hasattr(lib, "utvm_pipe_call") else None
+    fds = transport.pipe_fds() if lib is not None else None
     if fds is None:
         return None
     return PipeCall(lib, fds[0], fds[1], max_packet)

@@ -450,10 +450,14 @@ class ProtocolSession:
                 self._pending.extend(self._without_logs(self._decoder.feed(leftover)))
             done += count
 
-    def _read_for(self, deadline: float, name: str) -> Optional[bytes]:
-        """The next slice from the device, or None when the deadline passes first."""
+    def _read_for(self, deadline: float, name: str, into: Optional[memoryview] = None):
+        """The next slice from the device, or None when the deadline passes first; with ``into``,
+        the slice goes there and its length is returned instead."""
+        remaining = max(0.0, deadline - time.monotonic())
         try:
-            return self.transport.read(_READ_BYTES, max(0.0, deadline - time.monotonic()))
+            if into is None:
+                return self.transport.read(_READ_BYTES, remaining)
+            return self.transport.read_into(into, remaining)
         except IoTimeoutError:
             return None
         except TransportClosedError as err:
@@ -496,12 +500,9 @@ class ProtocolSession:
         while taken < count:
             if fill == len(view):
                 return taken, bytes(view[:fill]), deadline  # no frame end in sight: not a reply
-            try:
-                got = self.transport.read_into(view[fill:], max(0.0, deadline - time.monotonic()))
-            except IoTimeoutError:
+            got = self._read_for(deadline, name, into=view[fill:])
+            if got is None:
                 return taken, bytes(view[:fill]), deadline
-            except TransportClosedError as err:
-                raise self._receive_failed(err, name) from err
             fill += got
             got, used, bad = bulk.take(fill, seq + taken, done + taken, count - taken)
             if got:
