@@ -91,6 +91,20 @@ def test_bounded_fuzz_run_finds_nothing(fuzzer, tmp_path):
     assert runs and int(runs.group(1)) > 1000, output[-2000:]
 
 
+def test_the_documented_repro_command_takes_a_path_from_where_it_is_run(fuzzer):
+    """`make -C templates/runtime/fuzz repro INPUT=...` from the repo root, as the README says."""
+    seed = (FUZZ_DIR / "corpus" / "wire_bad_escape").relative_to(REPO_ROOT)
+    env = dict(os.environ, PWD=str(REPO_ROOT))  # what a shell in the repo root would set
+    command = ["make", "-C", str(FUZZ_DIR.relative_to(REPO_ROOT)), "repro", f"BUILD={fuzzer.parent}"]
+    result = subprocess.run([*command, f"INPUT={seed}"], cwd=REPO_ROOT, env=env, capture_output=True,
+                            text=True, timeout=BUILD_DEADLINE_S)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"Executed {REPO_ROOT / seed}" in result.stderr
+    missing = subprocess.run([*command, "INPUT=no/such/crash-file"], cwd=REPO_ROOT, env=env,
+                             capture_output=True, text=True, timeout=BUILD_DEADLINE_S)
+    assert missing.returncode != 0 and f"no such file: {REPO_ROOT}/no/such/crash-file" in missing.stdout
+
+
 def test_fuzzer_finds_a_planted_overflow(tmp_path):
     """Remove the unescaper's buffer bound check in a copy of the runtime: the harness must crash on it."""
     runtime_copy = tmp_path / "runtime"
