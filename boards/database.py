@@ -1,4 +1,8 @@
-"""Load and check the board database (boards.yaml) into immutable `Board` records."""
+"""Load and check the board database (boards.json) into immutable `Board` records.
+
+The database is read with the floor's reader (utvm.project_api.board_records), which templates
+use too; this module adds the schema check that every record must pass, and typed records.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,10 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
+from utvm.project_api.board_records import DATABASE_NAME, load_board_records
 from utvm.project_api.errors import UserError
 
-DATABASE_PATH = Path(__file__).with_name("boards.yaml")
+DATABASE_PATH = Path(__file__).with_name(DATABASE_NAME)
 
 PLATFORMS = ("baremetal", "zephyr", "arduino", "jetson", "host")
 KINDS = ("emulated", "physical", "host")
@@ -39,16 +43,21 @@ class Board:
     memory: Optional[dict]  # {"flash": {"origin", "length"}, "ram": {...}} for linker scripts
     usb_vid_pid: tuple  # "vvvv:pppp", lower-case hex
     baud: Optional[int]
-    flash_runners: tuple  # most preferred first
+    # The tools that can load an image, most preferred first, each with its own arguments
+    # ({"openocd": {"configs": [...]}, "pyocd": {"target": ...}}), as west's runners take theirs.
+    runners: dict
     emulator: Optional[dict]  # {"system", "machine", "cpu"}
     twin: Optional[str]
     notes: Optional[str] = None
-    openocd: tuple = ()  # OpenOCD -f config files
-    pyocd_target: Optional[str] = None
     uart: Optional[dict] = None  # bare-metal UART driver: {"driver", "base", "rx_irq"}
     zephyr_board: Optional[str] = None
     arduino_fqbn: Optional[str] = None
     gpu: Optional[dict] = None
+
+    @property
+    def flash_runners(self) -> tuple:
+        """The names of the runners that can flash the board, most preferred first."""
+        return tuple(self.runners)
 
     @property
     def flash_runner(self) -> Optional[str]:
@@ -73,19 +82,18 @@ class Board:
         return "; ".join(ways)
 
     def to_dict(self) -> dict:
-        """A JSON-ready copy (tuples become lists), as stored in generated projects."""
+        """A JSON-ready copy (tuples become lists), as templates resolve it and projects keep it."""
         out = dataclasses.asdict(self)
         for key, value in out.items():
             if isinstance(value, tuple):
                 out[key] = list(value)
-        out["flash_runner"] = self.flash_runner
         return out
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Board)}
 _REQUIRED = [f.name for f in dataclasses.fields(Board)
              if f.default is dataclasses.MISSING and f.name != "name"]
-_TUPLE_FIELDS = ("platforms", "usb_vid_pid", "flash_runners", "openocd")
+_TUPLE_FIELDS = ("platforms", "usb_vid_pid")
 
 
 def _problems(name: str, rec: Any, names: set) -> list:
@@ -101,10 +109,19 @@ def _problems(name: str, rec: Any, names: set) -> list:
     out += [f"{name}: unknown platform {p!r}" for p in rec["platforms"] if p not in PLATFORMS]
     out += [f"{name}: bad USB id {v!r} (want 'vvvv:pppp', lower-case hex)"
             for v in rec["usb_vid_pid"] if not _VID_PID.match(str(v))]
+    runners = rec["runners"]
+    if not isinstance(runners, dict) or not all(isinstance(a, dict) for a in runners.values()):
+        out.append(f"{name}: runners must map each runner's name to its arguments (an object)")
     if not isinstance(rec["target"], dict) or "kind" not in rec["target"]:
         out.append(f"{name}: target must be a TVM target dict with a 'kind'")
     if rec["fpu"] and rec["float_abi"] not in ("hard", "softfp"):
         out.append(f"{name}: an FPU ({rec['fpu']}) needs float_abi hard or softfp")
+    for path in (("memory", "flash", "origin"), ("memory", "ram", "origin"), ("uart", "base")):
+        node = rec
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None and not isinstance(node, int):
+            out.append(f"{name}: {'.'.join(path)} must be an address (\"0x...\")")
     for key in ("ram_bytes", "flash_bytes", "clock_hz", "baud"):
         if rec[key] is not None and (not isinstance(rec[key], int) or rec[key] <= 0):
             out.append(f"{name}: {key} must be a positive integer or null")
@@ -140,15 +157,12 @@ def _twin_problems(records: dict) -> list:
     return out
 
 
-def parse_database(text: str, source: str = "boards.yaml") -> dict:
-    """Parse and check database text; returns {name: raw record}. Raises UserError listing every
-    problem found, so a bad edit to boards.yaml is reported in one go."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise UserError(f"{source} is not valid YAML: {err}") from err
+def check_database(data: dict, source: str = DATABASE_NAME) -> dict:
+    """Check records as the floor's reader returns them; returns them. Raises UserError listing
+    every problem found, so a bad edit to boards.json is reported in one go."""
     if not isinstance(data, dict) or not data:
         raise UserError(f"{source} must map board names to records")
+    data = {name: {k: v for k, v in rec.items() if k != "name"} for name, rec in data.items()}
     problems = []
     for name, rec in data.items():
         problems += _problems(name, rec, set(data))
@@ -162,7 +176,7 @@ def parse_database(text: str, source: str = "boards.yaml") -> dict:
 
 @functools.cache
 def _load(path: str) -> dict:
-    return parse_database(Path(path).read_text(encoding="utf-8"), source=path)
+    return check_database(load_board_records(path), source=path)
 
 
 def _make(name: str, rec: dict) -> Board:

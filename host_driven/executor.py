@@ -19,9 +19,12 @@ import pathlib
 from typing import Any, Callable, Dict, Mapping, Optional
 
 import numpy as np
+from utvm.project_api.errors import UserError
+from utvm.project_api.project import GeneratedProject
 
 from .benchmark import BenchmarkResult, timed
 from .device import DeviceClient, DeviceInfo
+from .direct import open_project_transport
 from .errors import HostDrivenError
 from .profile import ProfileReport, profile_kernels
 from .session import ProtocolSession
@@ -64,11 +67,6 @@ def _clobbered_inputs(library) -> bool:
                 return True
     return False
 
-
-
-def project_archive(directory) -> pathlib.Path:
-    """Where a generated project keeps its copy of the MLF archive (our templates put it there)."""
-    return pathlib.Path(directory) / "model.tar"
 
 
 class Session:
@@ -130,17 +128,17 @@ class Session:
 
         ``project`` is a GeneratedProject or a project directory (whose server the session then
         starts and stops). ``transport`` is "auto" (direct when the server offers it, else the
-        relay), "direct" or "relay". ``model`` defaults to the project's model.tar.
+        relay), "direct" or "relay". ``model`` defaults to the archive the project reports.
         """
-        from utvm.project_api.project import GeneratedProject
-
-        from .direct import open_project_transport
-
         owns = not isinstance(project, GeneratedProject)
         if owns:
             project = GeneratedProject.from_directory(project)
         try:
-            model = model if model is not None else project_archive(project.directory)
+            if model is None:
+                model = project.archive
+                if model is None:
+                    raise UserError(f"{project.directory} reports no model archive",
+                                    hint="give the archive: Session.from_project(..., model='model.tar')")
             link = open_project_transport(project, options, mode=transport)
         except BaseException:
             if owns:

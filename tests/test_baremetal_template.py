@@ -26,6 +26,7 @@ from utvm.host_driven.transport import SubprocessTransport
 from utvm.model_library.archive import write_archive
 from utvm.project_api.errors import UserError
 from utvm.project_api.project import TemplateProject
+from utvm.templates import template_path
 
 N = 1000
 INPUT, OUTPUT = 0, 3
@@ -76,7 +77,7 @@ def fixture_mlf(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def template():
-    with TemplateProject.from_name("baremetal") as t:
+    with TemplateProject.from_directory(template_path("baremetal")) as t:
         yield t
 
 
@@ -118,7 +119,8 @@ def test_host_driven_project_end_to_end(template, fixture_mlf, posix_output, tmp
     _toolchain()
     project = template.generate_project(fixture_mlf, tmp_path / "project", {"board": board})
     with project:
-        assert json.loads((project.directory / "board.json").read_text())["name"] == board
+        # The board is resolved once, at generate_project, and kept in the project record.
+        assert project.record.board["name"] == board and project.record.board["uart"]["base"] == 0x40004000
         project.build()
         sizes = json.loads((project.directory / "build" / "sizes.json").read_text())
         assert sizes["text"] > 0 and sizes["bss"] >= ARENA and sizes["board_ram_bytes"] == 4 << 20

@@ -1,20 +1,20 @@
 """Lay out a bare-metal firmware tree: platform sources, the app, the runtime, the model, and the
 Makefile / linker script / board_config.h rendered from the board record.
 
-Runs when a project is generated (jinja2 is needed then, not afterwards).
+Runs when a project is generated, with the standard library and the floor's renderer only.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Iterable, List, Optional
 
+from project_api.template_support import render_file
+
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent
 PLATFORM_SRC = TEMPLATE_DIR / "src" / "platform"
 APP_SRC = TEMPLATE_DIR / "src" / "app"
-BOARD_FILE = "board.json"
 DEFAULT_STACK_BYTES = 8192
 
 # Files in src/platform that belong to one UART driver only; the board record picks one.
@@ -40,16 +40,6 @@ def _copy_files(files: Iterable[Path], dest: Path) -> List[Path]:
         shutil.copy2(f, dest / f.name)
         out.append(dest / f.name)
     return out
-
-
-def _jinja_env():
-    import jinja2  # only needed while generating
-
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-    )
 
 
 def platform_sources(board: dict) -> List[Path]:
@@ -113,28 +103,30 @@ def write_firmware_tree(
     _copy_files(extra_headers, project_dir / "include")
     root = project_dir.resolve()
 
-    env = _jinja_env()
-    context = {
-        "board": board,
-        "flash": board["memory"]["flash"],
-        "ram": board["memory"]["ram"],
-        "stack_bytes": stack_bytes,
-        "num_irq": _num_irq(board),
-        "semihosting": semihosting,
+    flash, ram = board["memory"]["flash"], board["memory"]["ram"]
+    values = {
+        "board_name": board["name"],
+        "board_title": board["title"],
+        "cpu": board["cpu"],
         "float_flags": float_flags(board),
-        "defines": list(defines),
-        "include_dirs": includes,
-        "strict_sources": [p.resolve().relative_to(root).as_posix() for p in strict if p.suffix == ".c"],
-        "generated_sources": [p.relative_to(root).as_posix() for p in generated if p.suffix == ".c"],
+        "defines": " ".join(defines),
+        "includes": " ".join(f"-I{d}" for d in includes),
+        "strict_sources": " ".join(p.resolve().relative_to(root).as_posix()
+                                   for p in strict if p.suffix == ".c"),
+        "generated_sources": " ".join(p.relative_to(root).as_posix() for p in generated if p.suffix == ".c"),
+        "flash_origin": f"0x{flash['origin']:08x}",
+        "flash_length": str(flash["length"]),
+        "ram_origin": f"0x{ram['origin']:08x}",
+        "ram_length": str(ram["length"]),
+        "stack_bytes": str(stack_bytes),
+        "clock_hz": str(board["clock_hz"]),
+        "baud": str(board["baud"]),
+        "uart_base": f"0x{board['uart']['base']:08x}",
+        "uart_rx_irq": str(board["uart"]["rx_irq"]),
+        "num_irq": str(_num_irq(board)),
+        "has_fpu": "1" if board.get("fpu") else "0",
+        "semihosting": "1" if semihosting else "0",
     }
-    (project_dir / "include").mkdir(parents=True, exist_ok=True)
-    for template, dest in (("Makefile.j2", "Makefile"), ("linker.ld.j2", "linker.ld"),
-                           ("board_config.h.j2", "include/board_config.h")):
-        (project_dir / dest).write_text(env.get_template(template).render(context), encoding="utf-8")
-    board_json = json.dumps(board, indent=2, sort_keys=True) + "\n"
-    (project_dir / BOARD_FILE).write_text(board_json, encoding="utf-8")
-
-
-def read_board(project_dir: Path) -> dict:
-    """The board record a project was generated for (saved as board.json)."""
-    return json.loads((Path(project_dir) / BOARD_FILE).read_text(encoding="utf-8"))
+    for template, dest in (("Makefile.in", "Makefile"), ("linker.ld.in", "linker.ld"),
+                           ("board_config.h.in", "include/board_config.h")):
+        render_file(TEMPLATE_DIR / template, project_dir / dest, values)

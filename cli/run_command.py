@@ -16,15 +16,19 @@ import pathlib
 import sys
 from typing import Any, Dict, List
 
+from utvm.host_driven.device_clock import project_device_clock
 from utvm.project_api.errors import UserError
+from utvm.project_api.mlf import read_model_archive
+from utvm.project_api.options import parse_option_args
+from utvm.project_api.project import GeneratedProject
+
+from .common import add_option_argument
 
 TRANSPORT_MODES = ("auto", "direct", "relay")
 
 
 def register(subparsers) -> None:
     """Add `run` and `demo` to the `utvm` command line."""
-    from utvm.project_api.cli import add_option_argument  # here: project_api.cli imports this module
-
     p = subparsers.add_parser(
         "run",
         help="run a generated project's model on its device: outputs, benchmark, profile, validation",
@@ -84,7 +88,7 @@ def register(subparsers) -> None:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from utvm.host_driven.demo import run_demo
 
     return run_demo(directory=args.dir, seed=args.seed, transport=args.transport, verbose=args.verbose)
 
@@ -182,24 +186,38 @@ def _save_outputs(path: pathlib.Path, outputs: Dict[str, Any]) -> None:
         np.savez(f, **outputs)
 
 
-def _run_standalone(args, project: pathlib.Path, say) -> int:
-    from .signature import ModelSignature
-    from .standalone import run_standalone
+def _run_standalone(args, project, signature, say) -> int:
+    from utvm.host_driven.standalone import baked_inputs, run_standalone
 
     wanted = [flag for flag in ("benchmark", "profile", "validate") if getattr(args, flag)]
     if wanted:
         raise UserError(
-            f"--{wanted[0]} needs a host-driven device; {project} is an aot_standalone project",
+            f"--{wanted[0]} needs a host-driven device; {project.directory} is an aot_standalone project",
             hint="generate a host_driven project (-o project_type=host_driven) for those",
         )
-    signature = ModelSignature(json.loads((project / "model" / "metadata.json").read_text()))
-    inputs = _load_inputs(signature, _parse_input_specs(args.inputs), args.seed, say)
-    outputs = run_standalone(project, inputs["arrays"])
+    baked = baked_inputs(project, signature)
+    if baked is not None:
+        if args.inputs:
+            raise UserError(f"{project.directory} runs on the inputs baked into its image; "
+                            "it takes no --input",
+                            hint="generate the project again with -o input_npz=INPUTS.npz")
+        inputs = {"arrays": None, "sources": {name: "baked into the image" for name in baked}}
+        for spec in signature.inputs:
+            say(f"input {spec.index} {spec.name!r} {spec.describe()}: baked into the image")
+    else:
+        inputs = _load_inputs(signature, _parse_input_specs(args.inputs), args.seed, say)
+    report = run_standalone(project, signature, inputs["arrays"])
+    outputs = report["outputs"]
+    if report.get("note"):
+        say(f"note: {report['note']}")
     for name, array in outputs.items():
         say(f"output {name!r}: {_describe_output(name, array)}")
-    summary = {"project": str(project), "project_type": "aot_standalone", "seed": args.seed}
+    summary = {"project": str(project.directory), "project_type": "aot_standalone", "seed": args.seed}
     summary["inputs"] = inputs["sources"]
     summary["outputs"] = {n: {"dtype": str(a.dtype), "shape": list(a.shape)} for n, a in outputs.items()}
+    for key in ("status", "ticks", "timer_hz", "instructions", "emulated"):
+        if report.get(key) is not None:
+            summary[key] = report[key]
     if args.output:
         _save_outputs(pathlib.Path(args.output), outputs)
         summary["output_file"] = str(pathlib.Path(args.output).resolve())
@@ -209,50 +227,59 @@ def _run_standalone(args, project: pathlib.Path, say) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
-    from utvm.project_api.options import parse_option_args
+def _open_project(args):
+    """The generated project named on the line, checked to be one `utvm run` can drive."""
+    project_dir = pathlib.Path(args.project)
+    if not project_dir.is_dir():
+        raise UserError(f"project {project_dir} not found",
+                        hint="make one with `utvm create-project` and `utvm build`")
+    project = GeneratedProject.from_directory(project_dir, debug=args.verbose)
+    try:
+        if not project.is_utvm_server:
+            raise UserError(
+                f"{project.directory} was made by a template that does not speak utvm's host-driven protocol "
+                f"(platform {project.platform_name!r})",
+                hint="utvm run drives projects of utvm's templates (`utvm templates`); run this one with its "
+                "own tools")
+        archive = project.archive
+        if archive is None or not archive.is_file():
+            raise UserError(f"{project.directory} reports no model archive ({archive})",
+                            hint="regenerate the project with `utvm create-project`")
+    except BaseException:
+        project.close()
+        raise
+    return project, archive
 
-    from .standalone import project_type
+
+def cmd_run(args) -> int:
+    from utvm.host_driven.executor import Session
+    from utvm.host_driven.signature import ModelSignature
 
     say = _Printer(to_stderr=args.json)
-    project = pathlib.Path(args.project)
-    if not project.is_dir():
-        raise UserError(
-            f"project {project} not found", hint="make one with `utvm create-project` and `utvm build`"
-        )
-    if project_type(project) == "aot_standalone":
-        return _run_standalone(args, project, say)
     if min(args.number, args.repeat) < 1 or args.warmup < 0:
         raise UserError("--number and --repeat must be at least 1, --warmup at least 0")
     options = parse_option_args(args.options)
-    from .executor import Session, project_archive
-
-    inputs = None
-    archive = project_archive(project)
-    if archive.is_file():  # check the inputs against the archive before any device starts
-        from utvm.model_library import load
-
-        from .signature import ModelSignature
-
-        signature = ModelSignature(load(archive).metadata)
+    project, archive = _open_project(args)
+    with project:
+        # The inputs are checked against the archive before any device starts.
+        signature = ModelSignature(read_model_archive(archive).metadata)
+        if project.project_type == "aot_standalone":
+            return _run_standalone(args, project, signature, say)
         inputs = _load_inputs(signature, _parse_input_specs(args.inputs), args.seed, say)
+        session = Session.from_project(
+            project, options, transport=args.transport, timeout=args.timeout, progress=say.progress,
+            model=archive)
+        with session:
+            return _drive(session, args, say, options, inputs)
 
-    session = Session.from_project(
-        project, options, transport=args.transport, timeout=args.timeout, progress=say.progress
-    )
-    with session:
-        return _drive(session, args, say, options, inputs)
 
-
-def _drive(session, args, say, options: Dict[str, Any], inputs=None) -> int:
-    from utvm.boards.device_time import project_device_clock
-
+def _drive(session, args, say, options: Dict[str, Any], inputs) -> int:
     info = session.info
     say(f"device: board {info.board}, runtime {info.runtime_version}, model {info.model_name}")
     say(f"        model hash {info.model_hash[:16]}...")
     say(f"        arena {info.arena_bytes} B, workspace {info.workspace_bytes} B, timer {info.timer_hz} Hz")
     # Cycles on silicon, instructions under QEMU -icount, and a note for every emulated board.
-    clock = project_device_clock(args.project, info.board, options)
+    clock = project_device_clock(session.project.directory, options, name=info.board)
     if clock.note:
         say(f"note: {clock.note}")
     summary: Dict[str, Any] = {
@@ -261,8 +288,6 @@ def _drive(session, args, say, options: Dict[str, Any], inputs=None) -> int:
         "device_clock": clock.to_json(),
         "seed": args.seed,
     }
-    if inputs is None:
-        inputs = _load_inputs(session.signature, _parse_input_specs(args.inputs), args.seed, say)
     summary["inputs"] = inputs["sources"]
     session.set_inputs(inputs["arrays"])
     seconds = session.run()

@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from utvm.boards import PLATFORMS, Board, all_boards
+from utvm.project_api.board_records import format_bytes
 from utvm.project_api.errors import UserError
-
-from .database import PLATFORMS, Board, all_boards
-from .fit import format_bytes
 
 _COLUMNS = ("NAME", "CPU", "RAM", "FLASH", "PLATFORMS", "HOW IT RUNS")
 

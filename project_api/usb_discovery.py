@@ -1,8 +1,10 @@
 """Find a physical board: its serial port with pyserial's `list_ports`, its debug probe with pyusb.
 
+Every template with physical boards uses this (bare-metal, Zephyr, Arduino).
+
 Boards are matched by the USB VID:PID pairs of their record and, when several are plugged in, by
 USB serial number (the `serial_number` project option). No match, or more than one, is an error
-that lists what was found. Standard library and pyserial only (pyusb optional).
+that lists what was found. Standard library only at import; pyserial (and pyusb, optional) when called.
 """
 
 from __future__ import annotations

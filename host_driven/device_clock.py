@@ -3,9 +3,10 @@ that counts them, and a warning wherever a figure comes from an emulator.
 
 A device times its work with its own timer and reports seconds. On a physical board that is real
 time, also shown as core cycles (seconds x the record's `clock_hz`). Under QEMU it is not: with
-`-icount shift=N` (the record's `emulator.icount_shift`, on unless the project option `qemu_icount`
-is false) the guest clock advances 2^N ns per instruction, so a "time" is an instruction count and
-is shown as one; without -icount it follows the host's clock and means nothing for a real board.
+`-icount shift=N` the guest clock advances 2^N ns per instruction, so a "time" is an instruction
+count and is shown as one (the arithmetic and the note are the floor's: project_api.emulator_clock);
+without -icount it follows the host's clock and means nothing for a real board. The board comes from
+the project's record, resolved once when the project was generated.
 
 `utvm run` uses this for every figure it prints; nothing here imports TVM or numpy.
 """
@@ -15,9 +16,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, Mapping, Optional
 
-from utvm.project_api.errors import UserError
-
-from .database import Board, get_board
+from utvm.project_api.emulator_clock import emulator_clock
+from utvm.project_api.record import read_record
 
 CYCLES, INSTRUCTIONS = "cycles", "instructions"
 _STATS = ("mean", "median", "std", "min", "max")
@@ -78,43 +78,28 @@ class DeviceClock:
         return dataclasses.asdict(self)
 
 
-def _icount_shift(board: Board, options: Mapping[str, Any]) -> Optional[int]:
-    from utvm.project_api.options import coerce_value
-    from utvm.project_api.server import ProjectOption
-
-    shift = (board.emulator or {}).get("icount_shift")
-    # `utvm run -o qemu_icount=false` hands the option over as text.
-    enabled = coerce_value(ProjectOption("qemu_icount", type="bool"), options.get("qemu_icount", True))
-    return None if shift is None or not enabled else int(shift)
-
-
-def device_clock(board: str, options: Optional[Mapping[str, Any]] = None) -> DeviceClock:
-    """The clock of `board` (a name from the database) under a project's options. A board the
-    database does not know (a custom template's) gets plain device seconds and no note."""
-    options = options or {}
-    try:
-        record = get_board(board)
-    except UserError:
-        return DeviceClock(board, emulated=False, unit=None, per_second=None, note=None)
-    if not record.is_emulated:
-        hz = record.clock_hz if record.kind == "physical" else None
-        return DeviceClock(board, emulated=False, unit=CYCLES if hz else None, per_second=hz, note=None)
-    system = (record.emulator or {}).get("system", "an emulator")
-    shift = _icount_shift(record, options)
-    if shift is None:
-        note = (f"{board} runs under {system}: timings follow the host's clock; "
-                "they are not real-board timings")
-        return DeviceClock(board, emulated=True, unit=None, per_second=None, note=note)
-    note = (f"{board} runs under {system} -icount shift={shift}: figures are instruction counts, "
-            "not cycles or times of a real board")
-    return DeviceClock(board, emulated=True, unit=INSTRUCTIONS, per_second=1e9 / (1 << shift), note=note)
+def device_clock(board: Optional[Mapping[str, Any]], options: Optional[Mapping[str, Any]] = None,
+                 name: Optional[str] = None) -> DeviceClock:
+    """The clock of a board record (as a project records it) under a run's options. Without a
+    record (a foreign template's project) the figures are plain device seconds with no note."""
+    if not board:
+        return DeviceClock(name or "unknown", emulated=False, unit=None, per_second=None, note=None)
+    name = str(board.get("name") or name)
+    emulated = emulator_clock(board, options)
+    if emulated is None:
+        hz = board.get("clock_hz") if board.get("kind") == "physical" else None
+        return DeviceClock(name, emulated=False, unit=CYCLES if hz else None, per_second=hz, note=None)
+    unit = INSTRUCTIONS if emulated.counts_instructions else None
+    return DeviceClock(name, emulated=True, unit=unit, per_second=emulated.instructions_per_second,
+                       note=emulated.note())
 
 
-def project_device_clock(project_dir, board: str, options: Optional[Mapping[str, Any]] = None) -> DeviceClock:
-    """device_clock with the options a generated project was made with, overridden by `options`
-    (e.g. `utvm run -o qemu_icount=false`)."""
-    from utvm.project_api.server import load_project_file
-
-    saved = dict((load_project_file(project_dir) or {}).get("options") or {})
-    saved.update(options or {})
-    return device_clock(board, saved)
+def project_device_clock(project_dir, options: Optional[Mapping[str, Any]] = None,
+                         name: Optional[str] = None) -> DeviceClock:
+    """device_clock of the board a generated project recorded, under the options it was made with
+    overridden by `options` (e.g. `utvm run -o qemu_icount=false`). ``name`` is what the device
+    calls itself, for projects without a record."""
+    record = read_record(project_dir)
+    merged = dict(record.options) if record else {}
+    merged.update(options or {})
+    return device_clock(record.board if record else None, merged, name)

@@ -1,7 +1,6 @@
 """`utvm compile MODEL -o model.tar [--target T] [--format F] [--name N]`.
 
-`register(subparsers)` adds the command to the `utvm` parser. Nothing heavy is imported here:
-TVM loads only when the command runs, so `utvm --help` stays fast.
+Nothing heavy is imported here: TVM loads only when the command runs, so `utvm --help` stays fast.
 """
 
 from __future__ import annotations
@@ -11,6 +10,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+from utvm.project_api.errors import UserError
 
 FORMAT_CHOICES = ("tflite", "onnx", "relax", "torch")
 
@@ -62,8 +63,6 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def parse_input_shapes(items: list) -> dict:
-    from .errors import UserError
-
     shapes = {}
     for item in items:
         name, sep, dims = item.partition("=")
@@ -78,7 +77,7 @@ def parse_input_shapes(items: list) -> dict:
 
 def handle_compile(args) -> int:
     """Run `utvm compile`; return the exit code. User errors are raised as UserError."""
-    from . import compile_model, load
+    from utvm.model_library import compile_model, load
 
     start = time.monotonic()
     output = Path(args.output)

@@ -1,6 +1,7 @@
-"""How device timings are shown (utvm.boards.device_time): instruction counts under QEMU -icount,
-cycles on silicon, and the emulator caveat wherever an emulator's figure appears. The figures of a
-real run under QEMU are checked through `utvm run` in test_baremetal_models.py.
+"""How device timings are shown (utvm.host_driven.device_clock over the floor's emulator_clock):
+instruction counts under QEMU -icount, cycles on silicon, and the emulator caveat wherever an
+emulator's figure appears. The board is the record a project keeps. The figures of a real run
+under QEMU are checked through `utvm run` in test_baremetal_models.py.
 """
 
 from __future__ import annotations
@@ -8,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from utvm.boards.device_time import device_clock, project_device_clock
+from utvm.host_driven.device_clock import device_clock, project_device_clock
+from utvm.project_api.board_records import resolve_board
+from utvm.project_api.record import ProjectRecord, write_record
 
 
 @dataclasses.dataclass
@@ -43,7 +46,7 @@ class _Profile:
 
 
 def test_icount_makes_figures_instruction_counts_with_the_caveat():
-    clock = device_clock("mps2_an386", {"qemu_icount": True})
+    clock = device_clock(resolve_board("mps2_an386"), {"qemu_icount": True})
     assert (clock.emulated, clock.unit) == (True, "instructions")
     assert "-icount shift=0" in clock.note and "not cycles or times of a real board" in clock.note
     assert clock.describe(0.0323348) == "32,334,800 instructions"
@@ -57,8 +60,9 @@ def test_icount_makes_figures_instruction_counts_with_the_caveat():
 
 
 def test_without_icount_the_emulator_clock_is_shown_as_such():
-    assert device_clock("mps2_an385", {"qemu_icount": "false"}).unit is None  # as `-o` gives it
-    clock = device_clock("mps2_an385", {"qemu_icount": False})
+    # "false" as `-o qemu_icount=false` gives it.
+    assert device_clock(resolve_board("mps2_an385"), {"qemu_icount": "false"}).unit is None
+    clock = device_clock(resolve_board("mps2_an385"), {"qemu_icount": False})
     assert (clock.emulated, clock.unit, clock.count(1.0)) == (True, None, None)
     assert "follow the host's clock" in clock.note and "not real-board timings" in clock.note
     assert clock.describe(0.002) == "2.0000 ms (emulator clock, not board time)"
@@ -66,19 +70,24 @@ def test_without_icount_the_emulator_clock_is_shown_as_such():
 
 
 def test_physical_boards_count_core_cycles_and_need_no_caveat():
-    clock = device_clock("nucleo_f746zg")  # 216 MHz Cortex-M7
+    clock = device_clock(resolve_board("nucleo_f746zg"))  # 216 MHz Cortex-M7
     assert (clock.emulated, clock.unit, clock.note) == (False, "cycles", None)
     assert clock.describe(0.001) == "216,000 cycles (1.0000 ms)"
 
 
 def test_boards_the_database_does_not_know_keep_seconds():
-    clock = device_clock("my_custom_board")
+    clock = device_clock(None, name="my_custom_board")
     assert (clock.unit, clock.note) == (None, None)
     assert clock.describe(0.5) == "500.0000 ms (device timer)"
 
 
-def test_a_projects_saved_options_are_read_and_can_be_overridden(tmp_path):
-    (tmp_path / "utvm-project.json").write_text(json.dumps({"options": {"qemu_icount": False}}))
-    assert project_device_clock(tmp_path, "mps2_an386").unit is None
-    assert project_device_clock(tmp_path, "mps2_an386", {"qemu_icount": True}).unit == "instructions"
-    assert project_device_clock(tmp_path / "missing", "mps2_an386").unit == "instructions"
+def test_a_projects_record_gives_the_board_and_the_options(tmp_path):
+    write_record(tmp_path, ProjectRecord("baremetal", options={"qemu_icount": False},
+                                         board=resolve_board("mps2_an386")))
+    assert json.loads((tmp_path / "utvm-project.json").read_text())["board"]["name"] == "mps2_an386"
+    clock = project_device_clock(tmp_path)
+    assert (clock.board, clock.emulated, clock.unit) == ("mps2_an386", True, None)
+    assert project_device_clock(tmp_path, {"qemu_icount": True}).unit == "instructions"
+    # A project without a record (a foreign template's) keeps seconds, under the device's own name.
+    clock = project_device_clock(tmp_path / "missing", name="their_board")
+    assert (clock.board, clock.unit, clock.note) == ("their_board", None, None)

@@ -1,5 +1,7 @@
-"""Run a firmware image under qemu-system-arm with its UART on a TCP socket, and never leave QEMU
-behind.
+"""Run a firmware image under QEMU with its UART on a TCP socket, and never leave QEMU behind.
+
+Every template with an emulated board uses this: bare-metal Cortex-M (qemu-system-arm), Zephyr's
+QEMU boards, and Arduino's AVR fallback (qemu-system-avr).
 
 QEMU is started with the UART on a socket chardev with ``server=on,wait=on``, so the guest does not
 run until a client is connected and no early byte is lost. We bind and listen on the socket
@@ -12,30 +14,28 @@ by the kernel when the Python process dies, even by SIGKILL (``PR_SET_PDEATHSIG`
 Timings under QEMU are not real-board timings: with ``icount_shift`` set, the guest's clock advances
 per instruction, so timer ticks count instructions, not the wall time of the host.
 
-Standard library and pyserial only: generated projects carry this file.
+Standard library only, and pyserial when a connection is made: generated projects carry this file.
 """
 
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import weakref
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from .child_process import die_with_parent, stop_process_group
+
 START_TIMEOUT_SEC = 10.0
 # What QEMU prints once it waits for the UART's client (since QEMU 2.x).
 READY_MESSAGE = "waiting for connection"
 STOP_TIMEOUT_SEC = 5.0
-_PR_SET_PDEATHSIG = 1
 # Every runner still alive, so interpreter exit can stop them all.
 _LIVE: weakref.WeakSet[QemuProcess] = weakref.WeakSet()
 
@@ -71,18 +71,6 @@ def qemu_command(qemu: str, elf: Path, machine: str, listen_fd: int, cpu: Option
         # sleep=on keeps an idle guest (WFI) from spinning through virtual time.
         cmd += ["-icount", f"shift={int(icount_shift)},sleep=on"]
     return cmd + list(extra_args)
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """preexec_fn: ask the kernel to SIGKILL QEMU when its parent dies (Linux only)."""
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 class QemuProcess:
@@ -160,7 +148,7 @@ class QemuProcess:
                 cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
                 pass_fds=(listener.fileno(),),
                 start_new_session=True,  # its own process group: a terminal's Ctrl-C goes to us, not it
-                preexec_fn=lambda: _die_with_parent(parent),
+                preexec_fn=die_with_parent(parent),
             )
         _LIVE.add(self)
 
@@ -215,12 +203,7 @@ class QemuProcess:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
-        proc.terminate()
-        try:
-            proc.wait(timeout=STOP_TIMEOUT_SEC)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=STOP_TIMEOUT_SEC)
+        stop_process_group(proc, STOP_TIMEOUT_SEC)
 
     def stop(self) -> Optional[int]:
         """Close the UART and end QEMU (SIGTERM, then SIGKILL after a deadline). Returns its exit
