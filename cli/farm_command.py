@@ -41,8 +41,8 @@ def register(subparsers) -> None:
     node.add_argument("--host", default="127.0.0.1",
                       help="address to listen on (default 127.0.0.1; any other needs --token-file)")
     node.add_argument("--port", type=int, default=9091, help="first port to try (default 9091)")
-    node.add_argument("--port-end", type=int, default=9199,
-                      help="ports tried stop before this one (default 9199)")
+    node.add_argument("--port-end", type=int, metavar="PORT",
+                      help="ports tried stop before this one (default: PORT + 100)")
     node.add_argument("--through-proxy", metavar="HOST:PORT",
                       help="connect out to a TVM RPC proxy (python -m tvm.exec.rpc_proxy --tracker ...) "
                       "instead of listening; the proxy registers the key with its tracker")
@@ -74,7 +74,7 @@ def cmd_node(args) -> int:
         options=parse_option_args(args.options),
         host=args.host,
         port=args.port,
-        port_end=args.port_end,
+        port_end=args.port_end if args.port_end is not None else args.port + 100,
         through_proxy=(wire.parse_address(args.through_proxy, "--through-proxy")
                        if args.through_proxy else None),
         token=wire.read_token_file(args.token_file) if args.token_file else "",

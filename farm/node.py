@@ -51,10 +51,30 @@ class NodeConfig:
     options: Dict[str, Any]
     host: str = "127.0.0.1"
     port: int = 9091
-    port_end: int = 9199
+    port_end: int = 9191
     through_proxy: Optional[Tuple[str, int]] = None
     token: str = ""
     verbose: bool = False
+
+
+def _start_server(rpc, config: NodeConfig, init_callback):
+    """TVM's RPC server for the node: connected out to the proxy, or listening and registered."""
+    if config.through_proxy:
+        host, port = config.through_proxy
+        return rpc.Server(host, port=port, is_proxy=True, key=config.key, silent=not config.verbose,
+                          server_init_callback=init_callback)
+    if not 0 < config.port < config.port_end <= 65536:
+        raise UserError(f"no port to try between {config.port} and {config.port_end}",
+                        hint="give --port and a larger --port-end")
+    try:
+        return rpc.Server(config.host, port=config.port, port_end=config.port_end,
+                          tracker_addr=config.tracker, key=config.key, silent=not config.verbose,
+                          server_init_callback=init_callback)
+    except (ValueError, OSError) as err:  # TVM's server reports a bind failure as a ValueError
+        reason = str(err).strip().splitlines()[-1]
+        ports = f"{config.port}..{config.port_end - 1}"
+        raise UserError(f"cannot listen on {config.host} ports {ports}: {reason}",
+                        hint="give free ports with --port/--port-end, or an address of this host") from None
 
 
 def check_exposure(config: NodeConfig) -> None:
@@ -94,7 +114,10 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a zombie (killed, not yet reaped by its parent) is dead too
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def sweep_stale_node_dirs(root: Optional[pathlib.Path] = None) -> None:
@@ -178,15 +201,10 @@ def serve_node(config: NodeConfig, say=print) -> int:
     try:
         init_callback = functools.partial(node_functions.install, init)
         while True:
+            server = _start_server(rpc, config, init_callback)
             if config.through_proxy:
-                host, port = config.through_proxy
-                server = rpc.Server(host, port=port, is_proxy=True, key=config.key, silent=not config.verbose,
-                                    server_init_callback=init_callback)
-                where = f"through the proxy at {host}:{port}"
+                where = f"through the proxy at {config.through_proxy[0]}:{config.through_proxy[1]}"
             else:
-                server = rpc.Server(config.host, port=config.port, port_end=config.port_end,
-                                    tracker_addr=config.tracker, key=config.key, silent=not config.verbose,
-                                    server_init_callback=init_callback)
                 where = (f"on {config.host}:{server.port}, registered with the tracker at "
                          f"{config.tracker[0]}:{config.tracker[1]}")
             say(f"utvm farm node [{config.key}]: serving {where}; token "
