@@ -56,6 +56,11 @@ def register(subparsers) -> None:
         "tracker's own summary.")
     status.add_argument("--tracker", required=True, metavar="HOST:PORT", help="the TVM RPC tracker")
     status.add_argument("--json", action="store_true", help="print the rows as JSON")
+    status.add_argument("--wait", action="append", default=[], metavar="KEY",
+                        help="first wait until KEY has a free node (repeatable), e.g. in a script that "
+                        "just started its nodes")
+    status.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                        help="how long --wait waits (default 120)")
     status.set_defaults(func=cmd_status)
 
 
@@ -84,10 +89,10 @@ def cmd_node(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from utvm.farm.status import farm_status, format_status
+    from utvm.farm.status import farm_status, format_status, wait_for_keys
 
     address = wire.parse_address(args.tracker)
-    rows = farm_status(address)
+    rows = wait_for_keys(address, args.wait, args.timeout) if args.wait else farm_status(address)
     if args.json:
         print(json.dumps([row.to_json() for row in rows], indent=2))
     elif not rows:

@@ -11,9 +11,13 @@ is offered to it and refused).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Optional, Tuple
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from .errors import FarmError
 from .tracker_client import TrackerClient, proxy_keys
+
+POLL_SEC = 0.5
 
 
 @dataclasses.dataclass
@@ -57,6 +61,29 @@ def farm_status(address: Tuple[str, int]) -> List[KeyStatus]:
     """The tracker's keys and counts (see key_status)."""
     with TrackerClient(address) as tracker:
         return key_status(tracker.summary())
+
+
+def wait_for_keys(address: Tuple[str, int], keys: Sequence[str], timeout: float) -> List[KeyStatus]:
+    """The rows once every key has a free node (a script's way to wait for a tracker and nodes it
+    just started); FarmError naming what is still missing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            rows = farm_status(address)
+        except FarmError:
+            if time.monotonic() >= deadline:
+                raise
+            rows = None
+        if rows is not None:
+            free = {row.key for row in rows if row.free > 0}
+            missing = [key for key in keys if key not in free]
+            if not missing:
+                return rows
+            if time.monotonic() >= deadline:
+                raise FarmError(f"no free node of {', '.join(missing)} on the tracker at "
+                                f"{address[0]}:{address[1]} within {timeout:g} s",
+                                hint="check that the nodes started (their output says why not)")
+        time.sleep(POLL_SEC)
 
 
 def format_status(rows: List[KeyStatus]) -> str:

@@ -6,6 +6,7 @@ they started when the test is done.
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -20,10 +21,18 @@ CLI = [sys.executable, "-m", "utvm.cli.main"]
 START_TIMEOUT = 180.0  # importing TVM takes seconds, more on a loaded machine
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(low: int = 0, high: int = 0) -> int:
+    """A port nobody listens on: any, or one in [low, high) (TVM's tracker and proxy search ports
+    only up to 9199 unless told otherwise)."""
+    candidates = random.sample(range(low, high), high - low) if high else [0]
+    for port in candidates:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise AssertionError(f"no free port in [{low}, {high})")
 
 
 class Proc:
@@ -63,6 +72,13 @@ class Proc:
         """Signal the process alone (not its group): as when it is killed from outside."""
         if self.proc.poll() is None:
             os.kill(self.proc.pid, sig)
+
+    def interrupt(self) -> None:
+        """SIGINT to the process group, as Ctrl-C in its terminal sends it."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
 
     def stop(self) -> None:
         """SIGTERM the process group, then SIGKILL what is left of it."""
