@@ -63,7 +63,6 @@ class NodeSession:
         self.work = pathlib.Path.cwd()  # TVM's per-session work directory (it chdirs before forking)
         self.project: Optional[GeneratedProject] = None
         self.transport = None
-        self.ended = False
         self.link: Optional[socket.socket] = None  # this session's connection, to see the client leave
 
     def client_gone(self) -> bool:
@@ -78,6 +77,14 @@ class NodeSession:
             return False
         except OSError:
             return True
+
+    def peer(self) -> str:
+        """' (connection from HOST:PORT)' for log lines, or '' when the connection is not known."""
+        try:
+            host, port = self.link.getpeername()[:2] if self.link is not None else ("", 0)
+        except OSError:
+            return ""
+        return f" (connection from {host}:{port})" if host else ""
 
     def say(self, text: str) -> None:
         print(f"utvm farm node [{self.config['key']}]: {text}", flush=True)
@@ -108,10 +115,8 @@ class NodeSession:
         return self.transport
 
     def end(self) -> None:
-        """Close the transport and the project's server (stopping any emulator), remove the files."""
-        if self.ended:
-            return
-        self.ended = True
+        """Close the transport and the project's server (stopping any emulator), remove the files.
+        Safe to call again: the session process calls it once more when it exits."""
         transport, self.transport = self.transport, None
         project, self.project = self.project, None
         try:
@@ -225,7 +230,7 @@ def hello(session: NodeSession, token: str, client_protocol: int) -> bytes:
                        f"{client_protocol}", hint="use the same utvm version on the node and the client")
     session.authenticated = True
     session.link = client_link(session.config)
-    session.say("session opened")
+    session.say(f"session opened{session.peer()}")
     return wire.ok_json({key: session.config[key] for key in ("key", "template", "platform", "board",
                                                               "options")})
 
@@ -233,7 +238,11 @@ def hello(session: NodeSession, token: str, client_protocol: int) -> bytes:
 def _step(session: NodeSession, what: str, action: Callable[[], Any]) -> Any:
     session.say(f"{what}...")
     start = time.monotonic()
-    result = action()
+    try:
+        result = action()
+    except Exception as err:
+        session.say(f"{what} failed: {getattr(err, 'message', None) or err}")
+        raise
     session.say(f"{what}: done in {time.monotonic() - start:.1f} s")
     return result
 

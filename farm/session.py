@@ -74,6 +74,7 @@ class FarmSession(HostDrivenSession):
     """
 
     _workdir: Optional[pathlib.Path] = None
+    _options: Optional[Dict[str, Any]] = None  # the client's project options, added to the node's
 
     @classmethod
     def from_tracker(
@@ -136,8 +137,7 @@ class FarmSession(HostDrivenSession):
             if workdir is not None:
                 shutil.rmtree(workdir, ignore_errors=True)
             raise
-        session._workdir = workdir
-        session.requested_options = options
+        session._workdir, session._options = workdir, options
         return session
 
     @property
@@ -149,7 +149,7 @@ class FarmSession(HostDrivenSession):
         local project: from the board record and options the node reported, with ``options`` on top."""
         board = self.project
         merged: Dict[str, Any] = dict(board.options) if board else {}
-        merged.update(getattr(self, "requested_options", {}) or {})
+        merged.update(self._options or {})
         merged.update(options or {})
         name = self.info.board if self.info else None
         return device_clock(board.board if board else None, merged, name)

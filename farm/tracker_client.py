@@ -27,6 +27,8 @@ CODE_SUCCESS, CODE_REQUEST, CODE_SUMMARY = 0, 4, 6
 MAX_MESSAGE_BYTES = 1 << 20
 CONNECT_TIMEOUT_SEC = 10.0
 PROGRESS_EVERY_SEC = 2.0
+# A request served this soon says nothing; one that waits longer says where it stands.
+FIRST_NOTE_SEC = 0.5
 
 
 class TrackerClient:
@@ -113,8 +115,9 @@ class QueueWatch:
     """The client's place in a key's queue, estimated from the tracker's summaries.
 
     The tracker serves a key's requests in order, and reports only how many wait. At the request the
-    place is the number waiting, this request included; it never grows after that (those who come
-    later queue behind), so each summary's count bounds it from above.
+    place is the number waiting, this request included (less the free nodes, which serve the first
+    ones at once); it never grows after that (those who come later queue behind), so each summary's
+    count bounds it from above.
     """
 
     def __init__(self, pending_at_request: int):
@@ -136,14 +139,15 @@ def wait_for_board(address: Tuple[str, int], key: str, deadline: float, say: Opt
     line with the place in the queue and the time waited every PROGRESS_EVERY_SEC while waiting."""
     start = time.monotonic()
     with TrackerClient(address) as waiting, TrackerClient(address) as watcher:
+        # Those already waiting are ahead; free nodes serve them first.
         before = key_counts(watcher.summary(), key)
         waiting.send([CODE_REQUEST, key, "", priority])
-        watch: Optional[QueueWatch] = None
-        next_note = start + (0.5 if before["free"] == 0 else PROGRESS_EVERY_SEC)
+        watch = QueueWatch(max(1, before["pending"] + 1 - before["free"]))
+        next_note = start + FIRST_NOTE_SEC
         while True:
             now = time.monotonic()
             if now >= deadline:
-                place = f" (place {watch.place} of {watch.waiting} in the queue)" if watch else ""
+                place = f" (place {watch.place} of {watch.waiting} in the queue)"
                 raise QueueTimeoutError(
                     f"no board for key {key!r} within {now - start:.0f} s{place}; gave up at the deadline",
                     hint="try again later, raise --queue-timeout, or see `utvm farm status --tracker "
@@ -157,11 +161,7 @@ def wait_for_board(address: Tuple[str, int], key: str, deadline: float, say: Opt
                 return str(host), int(port), str(match_key)
             if time.monotonic() >= next_note:
                 summary = watcher.summary()
-                pending = key_counts(summary, key)["pending"]
-                if watch is None:
-                    watch = QueueWatch(pending)
-                else:
-                    watch.update(pending)
+                watch.update(key_counts(summary, key)["pending"])
                 if say is not None:
                     nodes = "" if serves_key(summary, key) else f"; no node serves {key!r} yet"
                     say(f"waiting for a board on key {key!r}: place {watch.place} of {watch.waiting} in the "
