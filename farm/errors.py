@@ -23,4 +23,5 @@ class TokenRefusedError(FarmError):
 
 
 class NodeLostError(FarmError):
-    """The node's session ended under the client (the node died or dropped the connection)."""
+    """The node's session ended under the client (the node died, dropped the connection, or stopped
+    answering within the call's deadline)."""

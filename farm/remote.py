@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import json
 import pathlib
+import queue
+import threading
 from typing import Any, Dict, Mapping, Optional
 
 from utvm.host_driven.closable import ClosableTransport
+from utvm.project_api.client import DEFAULT_TIMEOUTS
 from utvm.project_api.errors import IoTimeoutError, TransportClosedError
 
 from . import wire
 from .errors import FarmError, NodeLostError, TokenRefusedError
+
+# Room a call to a node gets beyond the node's own deadline for it: the round trip, a loaded machine.
+CALL_MARGIN_SEC = 60.0
+TRANSFER_SEC_PER_MIB = 2.0
 
 
 def error_line(err: BaseException) -> str:
@@ -41,16 +48,76 @@ def _remote_error(body: Dict[str, Any], where: str) -> Exception:
     return error
 
 
+def call_deadline(name: str, *args) -> float:
+    """Seconds a node function may take: what the node allows itself (the Project API client's
+    deadlines, a read's own timeout), plus room for the round trip."""
+    method = {wire.GENERATE: "generate_project", wire.BUILD: "build", wire.FLASH: "flash",
+              wire.OPEN: "open_transport"}.get(name)
+    if method:
+        return DEFAULT_TIMEOUTS[method] + CALL_MARGIN_SEC
+    if name in (wire.READ, wire.WRITE):
+        size = args[0] if name == wire.READ else len(args[0])
+        return float(args[1]) + CALL_MARGIN_SEC + TRANSFER_SEC_PER_MIB * size / (1 << 20)
+    return DEFAULT_TIMEOUTS["close_transport"] + CALL_MARGIN_SEC
+
+
+class _Late(Exception):
+    pass
+
+
+class _Caller:
+    """Runs a board's RPC calls on a thread of its own, so that each call has a deadline: TVM's RPC
+    blocks without one, and a node that stops answering (stopped, or cut off without its connection
+    closing) would hang the client. A call past its deadline leaves the thread behind, blocked; the
+    board is unusable from then on."""
+
+    def __init__(self, name: str):
+        self._jobs: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+        self.stuck = False
+
+    def _serve(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fn, args, box, done = job
+            try:
+                box.append((True, fn(*args)))
+            except BaseException as err:  # noqa: BLE001 - handed to the caller, who raises it
+                box.append((False, err))
+            done.set()
+
+    def run(self, fn, args, timeout: float):
+        box: list = []
+        done = threading.Event()
+        self._jobs.put((fn, args, box, done))
+        if not done.wait(timeout):
+            self.stuck = True
+            raise _Late()
+        succeeded, value = box[0]
+        if not succeeded:
+            raise value
+        return value
+
+    def stop(self) -> None:
+        if not self.stuck:
+            self._jobs.put(None)
+
+
 class RemoteBoard:
     """A board held through the farm: the RPC session to its node, and utvm's functions there.
 
-    Closing ends the session on the node (transport closed, emulator stopped, files removed) and
-    drops the connection, which frees the board for the tracker's next client.
+    Every call has a deadline (call_deadline). Closing ends the session on the node (transport
+    closed, emulator stopped, files removed) and drops the connection, which frees the board for the
+    tracker's next client.
     """
 
     def __init__(self, rpc_session, key: str, where: str):
         self._rpc = rpc_session
         self._functions: Dict[str, Any] = {}
+        self._caller = _Caller(f"utvm-farm-{key}")
         self.key = key
         self.where = f"the node serving {key!r} ({where})"
         self.description: Dict[str, Any] = {}
@@ -61,22 +128,37 @@ class RemoteBoard:
         if self._rpc is None:
             raise FarmError(f"the session with {self.where} is closed")
         if name not in self._functions:
-            try:
-                self._functions[name] = self._rpc.get_function(name)
-            except Exception as err:  # noqa: BLE001 - TVM's error for a missing function, or a lost link
-                raise FarmError(f"{self.where} has no {name}: it is not a utvm farm node ({error_line(err)})",
-                                hint="start the node with `utvm farm node`") from None
+
+            def not_a_node(err: Exception) -> Exception:
+                return FarmError(f"{self.where} has no {name}, so it is not a utvm farm node: "
+                                 f"{error_line(err)}", hint="start the node with `utvm farm node`")
+
+            self._functions[name] = self._run(f"a look-up of {name}", self._rpc.get_function, (name,),
+                                              call_deadline(name), failed=not_a_node)
         return self._functions[name]
+
+    def _run(self, what: str, fn, args, timeout: float, failed=None):
+        """fn(*args) on the caller thread within timeout. When TVM raises, the error is
+        ``failed(err)`` if given, else NodeLostError; a node silent past the deadline is NodeLostError."""
+        if self._caller.stuck:
+            raise NodeLostError(f"{self.where} stopped answering earlier in this session")
+        try:
+            return self._caller.run(fn, args, timeout)
+        except _Late:
+            raise NodeLostError(f"{self.where} did not answer {what} within {timeout:g} s",
+                                hint="the node or the network to it is stuck; `utvm farm status` shows "
+                                "whether it is still registered") from None
+        except Exception as err:  # noqa: BLE001 - TVM raises its own errors when the link breaks
+            if failed is not None:
+                raise failed(err) from None
+            raise NodeLostError(f"{self.where} went away during {what}: {error_line(err)}",
+                                hint="the node may have died; `utvm farm status` shows when it is back, "
+                                "then run again") from None
 
     def call(self, name: str, *args) -> bytes:
         """Call a node function; its payload on success, its error raised as a utvm error."""
         function = self._function(name)
-        try:
-            reply = function(*args)
-        except Exception as err:  # noqa: BLE001 - TVM raises its own errors when the link breaks
-            raise NodeLostError(f"{self.where} went away during {name[len(wire.PREFIX):]}: {error_line(err)}",
-                                hint="the node may have died; `utvm farm status` shows when it is back, "
-                                "then run again") from None
+        reply = self._run(name[len(wire.PREFIX):], function, args, call_deadline(name, *args))
         succeeded, payload = wire.split_reply(reply)
         if succeeded:
             return payload
@@ -103,10 +185,9 @@ class RemoteBoard:
 
     def upload(self, archive) -> None:
         """Send the MLF archive into the session's directory on the node (TVM's upload)."""
-        try:
-            self._rpc.upload(str(pathlib.Path(archive)), wire.ARCHIVE_NAME)
-        except Exception as err:  # noqa: BLE001 - as in call()
-            raise NodeLostError(f"{self.where} went away during the upload: {error_line(err)}") from None
+        path = pathlib.Path(archive)
+        timeout = CALL_MARGIN_SEC + TRANSFER_SEC_PER_MIB * path.stat().st_size / (1 << 20)
+        self._run("the upload", self._rpc.upload, (str(path), wire.ARCHIVE_NAME), timeout)
 
     def generate(self, options: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
         return self.call_json(wire.GENERATE, wire.ARCHIVE_NAME, json.dumps(dict(options or {})))
@@ -141,6 +222,7 @@ class RemoteBoard:
             # TVM closes the connection when the last reference to the session goes.
             self._functions.clear()
             self._rpc = None
+            self._caller.stop()
 
     def __enter__(self) -> RemoteBoard:
         return self

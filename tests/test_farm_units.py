@@ -8,11 +8,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 from farm_helpers import CLI, free_port
 from utvm.farm import node_functions, wire
-from utvm.farm.errors import FarmError, TokenRefusedError
+from utvm.farm.errors import FarmError, NodeLostError, TokenRefusedError
 from utvm.farm.node import NodeConfig, check_exposure, sweep_stale_node_dirs
 from utvm.farm.remote import _remote_error
 from utvm.farm.status import format_status, key_status
@@ -167,3 +168,37 @@ def test_command_line_errors():
     result = subprocess.run([*CLI, "farm", "status", "--tracker", f"127.0.0.1:{free_port()}"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "cannot reach the tracker" in result.stderr, result.stderr
+
+
+class _SilentSession:
+    """Stands in for TVM's RPC session of a node that stopped answering (SIGSTOP, a cut cable): its
+    functions block. Only the deadline around the calls is under test here."""
+
+    def __init__(self):
+        self.release = threading.Event()
+
+    def get_function(self, name):
+        return lambda *args: self.release.wait(60) and wire.ok()
+
+
+def test_a_silent_node_costs_the_client_its_deadline_not_forever(monkeypatch):
+    from utvm.farm import remote
+
+    monkeypatch.setattr(remote, "call_deadline", lambda name, *args: 0.5)
+    silent = _SilentSession()
+    board = remote.RemoteBoard(silent, "k", "127.0.0.1:1")
+    try:
+        with pytest.raises(NodeLostError, match=r"did not answer read within 0\.5 s"):
+            board.read(16, 0.1)
+        with pytest.raises(NodeLostError, match="stopped answering earlier"):
+            board.write(b"x", 0.1)
+        board.close()  # gives up on the end call at once: the caller thread is stuck
+    finally:
+        silent.release.set()
+
+
+def test_read_deadlines_follow_the_reads_own_timeout():
+    from utvm.farm.remote import CALL_MARGIN_SEC, call_deadline
+
+    assert call_deadline(wire.READ, 64, 10.0) == pytest.approx(10.0 + CALL_MARGIN_SEC, abs=0.01)
+    assert call_deadline(wire.BUILD, "{}") > call_deadline(wire.HELLO, "", 1)
