@@ -48,6 +48,9 @@ def register(subparsers) -> None:
                       "instead of listening; the proxy registers the key with its tracker")
     node.add_argument("--token-file", metavar="FILE",
                       help="a file whose first line is the token clients must present")
+    node.add_argument("--hello-timeout", type=float, default=60.0, metavar="SECONDS",
+                      help="end a session that has not presented the token this long after connecting, "
+                      "so that a stuck client frees the board (default 60)")
     node.set_defaults(func=cmd_node)
 
     status = commands.add_parser(
@@ -84,6 +87,7 @@ def cmd_node(args) -> int:
                        if args.through_proxy else None),
         token=wire.read_token_file(args.token_file) if args.token_file else "",
         verbose=args.verbose,
+        hello_timeout=args.hello_timeout,
     )
     return serve_node(config, say=lambda text: print(text, flush=True))
 

@@ -55,6 +55,7 @@ class NodeConfig:
     through_proxy: Optional[Tuple[str, int]] = None
     token: str = ""
     verbose: bool = False
+    hello_timeout: float = node_functions.HELLO_DEADLINE_SEC
 
 
 def _start_server(rpc, config: NodeConfig, init_callback):
@@ -195,6 +196,7 @@ def serve_node(config: NodeConfig, say=print) -> int:
         "platform": facts["platform"], "board": facts["board"], "options": facts["options"],
         "token": config.token, "verbose": config.verbose, "node_pid": os.getpid(),
         "tracker": None if config.through_proxy else list(config.tracker),
+        "hello_timeout": config.hello_timeout,
     }
     old_handlers = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     server = None

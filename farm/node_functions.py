@@ -42,6 +42,8 @@ PROJECT_DIR = "project"
 # A device read waits in slices of this many seconds, checking between them that the client is there.
 CLIENT_CHECK_SEC = 1.0
 TCP_ESTABLISHED = 1  # tcpi_state, the first byte of Linux's struct tcp_info
+# A session must present the token within this many seconds of connecting (`--hello-timeout`).
+HELLO_DEADLINE_SEC = 60.0
 # How long the watchdog waits for TVM's server state to appear before it gives up watching.
 STATE_WAIT_SEC = 60.0
 
@@ -351,6 +353,19 @@ def _before_fork() -> None:
 def _after_fork_in_child() -> None:
     # A session process (or anything else forked here) dies with the process that forked it.
     die_with_parent(_FORKING_PARENT[0])()
+    if _FORKING_PARENT[0] == _CONFIG.get("server_pid"):  # a session (not a child a session spawns)
+        threading.Thread(target=_end_without_hello, name="utvm-farm-hello", daemon=True).start()
+
+
+def _end_without_hello() -> None:
+    """End a session that presents no token in time: a client that only holds the connection (TVM's
+    own client, or one that hung) would otherwise keep the board from everyone queued behind it."""
+    deadline = float(_CONFIG.get("hello_timeout") or HELLO_DEADLINE_SEC)
+    time.sleep(deadline)
+    if _SESSION is None or not _SESSION.authenticated:
+        print(f"utvm farm node [{_CONFIG.get('key')}]: no hello with the token within {deadline:g} s; "
+              "ending the session", flush=True)
+        os._exit(0)
 
 
 def _watch_serving_thread() -> None:
@@ -371,12 +386,12 @@ def _watch_serving_thread() -> None:
 
 def install(config: Dict[str, Any]) -> None:
     """The node's server_init_callback (see the module docstring). ``config`` holds key, template,
-    template_dir, platform, board, options, token, verbose and node_pid."""
+    template_dir, platform, board, options, token, verbose, tracker, hello_timeout and node_pid."""
     import tvm_ffi
 
     die_with_parent(int(config["node_pid"]))()
     _CONFIG.clear()
-    _CONFIG.update(config)
+    _CONFIG.update(config, server_pid=os.getpid())
     # Sessions must be forked from this process: the functions registered here live in its memory.
     multiprocessing.set_start_method("fork", force=True)
     os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)

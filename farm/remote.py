@@ -23,6 +23,8 @@ from .errors import FarmError, NodeLostError, TokenRefusedError
 # Room a call to a node gets beyond the node's own deadline for it: the round trip, a loaded machine.
 CALL_MARGIN_SEC = 60.0
 TRANSFER_SEC_PER_MIB = 2.0
+# Calls that do little on the node: hello, a look-up, close, end.
+SHORT_CALL_SEC = DEFAULT_TIMEOUTS["close_transport"] + CALL_MARGIN_SEC
 
 
 def error_line(err: BaseException) -> str:
@@ -58,7 +60,7 @@ def call_deadline(name: str, *args) -> float:
     if name in (wire.READ, wire.WRITE):
         size = args[0] if name == wire.READ else len(args[0])
         return float(args[1]) + CALL_MARGIN_SEC + TRANSFER_SEC_PER_MIB * size / (1 << 20)
-    return DEFAULT_TIMEOUTS["close_transport"] + CALL_MARGIN_SEC
+    return SHORT_CALL_SEC
 
 
 class _Late(Exception):
@@ -130,11 +132,14 @@ class RemoteBoard:
         if name not in self._functions:
 
             def not_a_node(err: Exception) -> Exception:
-                return FarmError(f"{self.where} has no {name}, so it is not a utvm farm node: "
-                                 f"{error_line(err)}", hint="start the node with `utvm farm node`")
+                if not isinstance(err, AttributeError):  # tvm_ffi's "Module has no function"
+                    return NodeLostError(f"{self.where} went away: {error_line(err)}",
+                                         hint="`utvm farm status` shows whether it is still registered")
+                return FarmError(f"{self.where} has no {name}, so it is not a utvm farm node",
+                                 hint="start the node with `utvm farm node`")
 
             self._functions[name] = self._run(f"a look-up of {name}", self._rpc.get_function, (name,),
-                                              call_deadline(name), failed=not_a_node)
+                                              SHORT_CALL_SEC, failed=not_a_node)
         return self._functions[name]
 
     def _run(self, what: str, fn, args, timeout: float, failed=None):

@@ -234,13 +234,13 @@ def test_a_client_killed_mid_run_frees_the_board(tmp_path, tracker, models):
 
 
 def test_the_token_holds(tmp_path, tracker, models):
-    from utvm.farm.errors import FarmError, TokenRefusedError
+    from utvm.farm.errors import FarmError, NodeLostError, TokenRefusedError
     from utvm.farm.session import connect_board
 
     token = tmp_path / "farm.token"
     token.write_text("s3cret-token-for-the-test\n")
     key = "host_with_token"
-    node = start_node(tmp_path, tracker, key, "host", extra=["--token-file", token])
+    node = start_node(tmp_path, tracker, key, "host", extra=["--token-file", token, "--hello-timeout", "20"])
     try:
         assert "token required" in node.text()
         wait_for_free(tracker, key)
@@ -258,6 +258,12 @@ def test_the_token_holds(tmp_path, tracker, models):
                 with pytest.raises(FarmError, match="has not presented the node's token"):
                     call({})
         assert "generate" not in node.text() and "build" not in node.text()
+
+        # A client that holds the connection without presenting the token loses it at the deadline.
+        with connect_board(("127.0.0.1", tracker), key, queue_timeout=60) as board:
+            node.wait_for("no hello with the token within 20 s; ending the session")
+            with pytest.raises(NodeLostError, match="went away"):
+                board.hello("s3cret-token-for-the-test")
 
         client = start_client(tmp_path, tracker, key, models["host"], models["inputs"], "right",
                               "--token-file", token)
