@@ -30,12 +30,11 @@ def walkthrough_blocks(text: str) -> List[Tuple[str, str]]:
     return [(info.strip(), body.strip()) for info, body in blocks]
 
 
-def run_walkthrough(workdir: Path, ports=DOC_PORTS) -> Tuple[List[Tuple[str, str]], List[Proc]]:
-    """Run the walk-through in workdir (which holds model.tflite); ([(commands, output)], servers).
-    The servers are left running for the caller to stop."""
+def run_walkthrough(workdir: Path, servers: List[Proc], ports=DOC_PORTS) -> List[Tuple[str, str]]:
+    """Run the walk-through in workdir (which holds model.tflite); [(commands, output)]. The servers
+    started are added to ``servers`` as they start, for the caller to stop whatever happens."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     env.pop("UTVM_FARM_TOKEN", None)
-    servers: List[Proc] = []
     outputs = []
     for kind, commands in walkthrough_blocks(DOC.read_text()):
         for old, new in zip(DOC_PORTS, ports):
@@ -48,7 +47,7 @@ def run_walkthrough(workdir: Path, ports=DOC_PORTS) -> Tuple[List[Tuple[str, str
                                 text=True, timeout=1200)
         outputs.append((commands, result.stdout + result.stderr))
         assert result.returncode == 0, f"{commands}\n{result.stdout}{result.stderr}"
-    return outputs, servers
+    return outputs
 
 
 def test_the_walkthrough_runs_as_written(tmp_path):
@@ -60,7 +59,7 @@ def test_the_walkthrough_runs_as_written(tmp_path):
     ports = [free_port(9100, 9189), free_port(9000, 9099), free_port()]  # below TVM's default --port-end
     servers: List[Proc] = []
     try:
-        outputs, servers = run_walkthrough(tmp_path, ports)
+        outputs = run_walkthrough(tmp_path, servers, ports)
         said = "\n".join(output for _, output in outputs)
         assert re.search(r"host\s+1\s+1\s+0\s+0", said) and re.search(r"mps2_an386\s+0\+proxy\s+1", said)
         assert "validation: PASS" in said and "instructions per run" in said
