@@ -5,6 +5,7 @@ they started when the test is done.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 HERE = Path(__file__).resolve().parent
 CLI = [sys.executable, "-m", "utvm.cli.main"]
@@ -35,10 +36,26 @@ def free_port(low: int = 0, high: int = 0) -> int:
     raise AssertionError(f"no free port in [{low}, {high})")
 
 
+# Every process started here, so that a test's teardown stops what a failure left running.
+STARTED: List[Proc] = []
+
+
+@contextlib.contextmanager
+def stopping_what_starts() -> Iterator[None]:
+    """Stop, on the way out, every process started inside that is still running, newest first."""
+    before = list(STARTED)
+    try:
+        yield
+    finally:
+        for proc in [p for p in reversed(STARTED) if p not in before]:
+            proc.stop()
+
+
 class Proc:
     """A child process in its own process group, its stdout and stderr in ``log``."""
 
     def __init__(self, argv: Sequence[str], log: Path, cwd: Optional[Path] = None, env=None):
+        STARTED.append(self)
         self.argv = [str(a) for a in argv]
         self.log = log
         self._file = open(log, "wb")  # noqa: SIM115 - closed in stop()
@@ -96,6 +113,8 @@ class Proc:
         except ProcessLookupError:
             pass
         self._file.close()
+        if self in STARTED:
+            STARTED.remove(self)
 
 
 def start_tracker(tmp: Path, port: int) -> Proc:

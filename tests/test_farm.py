@@ -31,12 +31,19 @@ from farm_helpers import (
     start_node,
     start_proxy,
     start_tracker,
+    stopping_what_starts,
     wait_for_free,
     wait_until_gone,
 )
 from host_driven_helpers import small_tflite_archive
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _stop_what_the_test_started():
+    with stopping_what_starts():
+        yield
 
 QEMU_KEY_BOARD = "mps2_an386"
 # A benchmark this long keeps the device busy for many seconds: the tests kill someone during it.

@@ -15,9 +15,15 @@ from typing import List, Tuple
 
 import pytest
 from conftest import REPO_ROOT, require_tool
-from farm_helpers import Proc, free_port, processes_mentioning, wait_until_gone
+from farm_helpers import Proc, free_port, processes_mentioning, stopping_what_starts, wait_until_gone
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _stop_what_the_test_started():
+    with stopping_what_starts():
+        yield
 
 DOC = REPO_ROOT / "docs" / "farm.md"
 DOC_PORTS = ("9190", "9090", "9080")  # tracker, proxy, proxy's web port
