@@ -70,6 +70,8 @@ RUNTIME_DIR = HERE.parent / "runtime"
 RUNTIME_FLASH_BYTES = 12 * 1024
 RUNTIME_RAM_BYTES = 3 * 1024
 DEFAULT_READ_TIMEOUT_SEC = 300.0
+# The runtime's deepest call chain with a kernel's locals needs about this much; less is a mistake.
+MIN_STACK_BYTES = 1024
 EMULATOR_NOTE = "QEMU timings are not real-board timings"
 
 
@@ -149,6 +151,10 @@ def _generate(mlf_path, project_dir, options):
     board = board_records.resolve_board(options["board"], PLATFORM_NAME)
     archive = read_model_archive(mlf_path)  # refuses a malformed archive before anything is written
     stack = int(options["stack_bytes"])
+    if not MIN_STACK_BYTES <= stack <= (board.get("ram_bytes") or stack) or stack % 8:
+        raise UserError(f"stack_bytes={stack}: the main stack must be a multiple of 8 between "
+                        f"{MIN_STACK_BYTES} and the board's RAM ({board.get('ram_bytes')} bytes)",
+                        hint=f"the default is {render.DEFAULT_STACK_BYTES}")
     board_records.check_fit(board, board_records.footprint_from_metadata(
         archive.metadata, runtime_ram=RUNTIME_RAM_BYTES + stack, runtime_flash=RUNTIME_FLASH_BYTES))
     project_type = options["project_type"]
