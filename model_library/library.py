@@ -95,10 +95,11 @@ class ModelLibrary:
     def input_c_array(self, key, array, symbol: str | None = None) -> str:
         """C source defining a const array holding `array` for input `key` (for test firmware)."""
         from .c_literals import c_array_body, c_element_type
+        from .c_names import c_identifier
 
         entry = self.find_io("input", key)
         data = np.asarray(array, dtype=entry["dtype"]).reshape(entry["shape"])
-        symbol = symbol or f"utvm_input_{''.join(c if c.isalnum() else '_' for c in entry['name'])}"
+        symbol = symbol or c_identifier(f"utvm_input_{entry['name']}")
         ctype = c_element_type(entry["dtype"])
         return (
             f"#include <stdint.h>\nconst {ctype} {symbol}[{max(data.size, 1)}] = {{\n"
@@ -112,7 +113,12 @@ class ModelLibrary:
 def load(path) -> ModelLibrary:
     """Read and validate the archive at `path`; raise ArchiveError if it is malformed or unsafe."""
     path = Path(path)
-    files = read_archive(path)
+    return from_files(path, read_archive(path))
+
+
+def from_files(path, files: dict) -> ModelLibrary:
+    """Validate archive entries held in memory ({archive path: bytes}); `path` names them in errors."""
+    path = Path(path)
     if md.METADATA_FILE not in files:
         raise ArchiveError(f"{path}: no metadata.json; this is not a Model Library Format archive")
     metadata = md.parse(files[md.METADATA_FILE], str(path))
