@@ -51,10 +51,9 @@ class CheckReport:
 
     def summary(self) -> str:
         compared = " and ".join(self.references) or "nothing"
-        line = (
-            f"check passed in {self.seconds:.1f}s: {self.kernels} kernels and {self.outputs} outputs "
-            f"of the archive's C match {compared}"
-        )
+        kernels, outputs = _count(self.kernels, "kernel"), _count(self.outputs, "output")
+        line = f"check passed in {self.seconds:.1f}s: {kernels} and {outputs} of the archive's C"
+        line += f" match {compared}"
         if self.skipped:
             line += " (not compared: " + "; ".join(self.skipped) + ")"
         return line
@@ -236,3 +235,7 @@ def _importer_note(source: SourceModel, tvm_outputs: list, framework: list) -> s
 def _last_error(err: Exception) -> str:
     lines = [line for line in str(err).splitlines() if "error" in line]
     return (lines or str(err).splitlines() or [type(err).__name__])[0].strip()
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")

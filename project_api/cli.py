@@ -161,7 +161,8 @@ def _compile_model(model: pathlib.Path, workdir: pathlib.Path, target) -> pathli
             hint="give a Model Library Format archive (.tar) made with `utvm compile`",
         ) from e
     progress(f"compiling {model} for target {target} (this can take a minute)...")
-    return pathlib.Path(compile_model(model, workdir / "model.tar", target=target))
+    archive = compile_model(model, workdir / "model.tar", target=target, check=True, progress=progress)
+    return pathlib.Path(archive)
 
 
 def cmd_create_project(args) -> int:
