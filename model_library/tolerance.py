@@ -63,7 +63,8 @@ def first_mismatch(got, want) -> Mismatch | None:
     tolerance = tolerance_for(got.dtype if got.dtype.kind == want.dtype.kind else want.dtype, want)
     g, w = got.astype(np.float64), want.astype(np.float64)
     same = (g == w) | (np.isnan(g) & np.isnan(w))
-    diff = np.where(same, 0.0, np.abs(g - w))
+    with np.errstate(invalid="ignore"):  # inf - inf: a NaN, counted as a difference below
+        diff = np.where(same, 0.0, np.abs(g - w))
     diff = np.where(np.isnan(diff), np.inf, diff)
     bad = diff > tolerance
     count = int(np.count_nonzero(bad))
