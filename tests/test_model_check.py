@@ -23,56 +23,57 @@ onnx = pytest.importorskip("onnx", reason="the onnx package builds the test mode
 ort = pytest.importorskip("onnxruntime", reason="ONNX Runtime is the reference for these models")
 
 
-def pad_add_model(path):
-    """Issue 20's reproducer: MaxPool 2x2/2 on [1,8,16,16], Pad 4 channels at the end, + Conv 3x3/2."""
+def _save(path, name, nodes, x_shape, y_shape, weights):
+    """Write a one-input, one-output float ONNX graph (opset 17) with `weights` as initializers."""
     from onnx import TensorProto, helper, numpy_helper
 
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+        [numpy_helper.from_array(array, key) for key, array in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def pad_add_model(path):
+    """Issue 20's reproducer: MaxPool 2x2/2 on [1,8,16,16], Pad 4 channels at the end, + Conv 3x3/2."""
+    from onnx import helper
+
     rng = np.random.default_rng(0)
-    weight = numpy_helper.from_array(rng.standard_normal((12, 8, 3, 3)).astype(np.float32), "w")
-    pads = numpy_helper.from_array(np.array([0, 0, 0, 0, 0, 4, 0, 0], np.int64), "pads")
+    weights = {
+        "w": rng.standard_normal((12, 8, 3, 3)).astype(np.float32),
+        "pads": np.array([0, 0, 0, 0, 0, 4, 0, 0], np.int64),
+    }
     nodes = [
         helper.make_node("MaxPool", ["x"], ["pooled"], kernel_shape=[2, 2], strides=[2, 2]),
         helper.make_node("Pad", ["pooled", "pads"], ["padded"]),
         helper.make_node("Conv", ["x", "w"], ["conv"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4),
         helper.make_node("Add", ["padded", "conv"], ["y"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "pad_add",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 12, 8, 8])],
-        [weight, pads],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    path.write_bytes(model.SerializeToString())
-    return path
+    return _save(path, "pad_add", nodes, [1, 8, 16, 16], [1, 12, 8, 8], weights)
 
 
 def two_branch_model(path):
-    """x -> Conv A, x -> Conv B, then A + B: x must stay intact until Conv B has read it."""
-    from onnx import TensorProto, helper, numpy_helper
+    """x -> Conv A, x -> Conv B, then sigmoid(A) + B."""
+    from onnx import helper
 
     rng = np.random.default_rng(1)
-    wa = numpy_helper.from_array(rng.standard_normal((4, 4, 1, 1)).astype(np.float32), "wa")
-    wb = numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32), "wb")
+    weights = {
+        "wa": rng.standard_normal((4, 4, 1, 1)).astype(np.float32),
+        "wb": rng.standard_normal((4, 4, 3, 3)).astype(np.float32),
+    }
     nodes = [
         helper.make_node("Conv", ["x", "wa"], ["a"], kernel_shape=[1, 1]),
         helper.make_node("Conv", ["x", "wb"], ["b"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
         helper.make_node("Sigmoid", ["a"], ["sa"]),
         helper.make_node("Add", ["sa", "b"], ["y"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "two_branch",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
-        [wa, wb],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    path.write_bytes(model.SerializeToString())
-    return path
+    return _save(path, "two_branch", nodes, [1, 4, 8, 8], [1, 4, 8, 8], weights)
 
 
 @pytest.fixture
