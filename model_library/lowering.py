@@ -7,6 +7,7 @@ over that call sequence, not by the VM's allocator, so no VM builtins are introd
 
 from __future__ import annotations
 
+from .constant_folding import fold_constants
 from .errors import ModelError
 
 
@@ -21,6 +22,7 @@ def lower(mod, target: dict, label: str):
         relax.transform.DecomposeOpsForInference(),
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
+        fold_constants(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
