@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import ModelError
+from .errors import KernelError, ModelError
 from .host_reference import HostReference
 from .source_runtimes import SourceModel, Unavailable, run_source
 from .tolerance import first_mismatch
@@ -167,7 +167,10 @@ def _check_kernels(host: HostReference, library, kernels: list, label: str) -> N
     for index, (kernel, function) in enumerate(zip(library.kernels, kernels)):
         outputs = set(kernel["outputs"])
         arguments = [host.read_tensor(t) for t in kernel["args"] if t not in outputs]
-        host.run_kernel(index)
+        try:
+            host.run_kernel(index)
+        except KernelError as err:
+            raise CheckError(f"{label}: the archive's C fails: {err}") from None
         tensors = [tvm.runtime.tensor(np.require(a, requirements="C")) for a in arguments]
         results = []
         for t in kernel["outputs"]:

@@ -214,7 +214,8 @@ def _workspace_per_function(source: str, symbols: list, alignment: int) -> dict:
                         top = stack.pop()[1]
                 else:
                     stack[index] = (None, stack[index][1])
-        if "TVMBackendAllocWorkspace(" in source[start:end] and peak == 0:
+        body = source[start:end]
+        if body.count("TVMBackendAllocWorkspace(") != len(_ALLOC.findall(body)):
             raise RuntimeError(f"{symbol}: cannot read the size of a workspace allocation")
         peaks[symbol] = peak
     missing = [s for s in symbols if s not in peaks]
