@@ -186,3 +186,64 @@ def test_lowering_failure_names_the_operator(tmp_path):
     with pytest.raises(ModelError, match=r"operator nn\.prelu\(float32\[2, 3, 4\], float32\[3\]; axis=2\)"):
         compile_model(bb.get(), tmp_path / "prelu.tar")
     assert isinstance(bb.get(), tvm.IRModule)
+
+
+def _i64(*values):
+    return np.array(values, np.int64)
+
+
+_CONV3 = {"kernel_shape": [3, 3], "pads": [1] * 4}
+# name -> (op, inputs, attributes); `w(shape)` names a random weight, `c(array)` a constant
+REDUCTIONS = {
+    "maxpool": lambda w: ("MaxPool", ["x"], {"kernel_shape": [2, 2], "strides": [2, 2]}),
+    "avgpool": lambda w: ("AveragePool", ["x"], {"kernel_shape": [3, 3], "pads": [1] * 4}),
+    "conv": lambda w: ("Conv", ["x", w((6, 4, 3, 3))], _CONV3),
+    "depthwise": lambda w: ("Conv", ["x", w((4, 1, 3, 3))], {**_CONV3, "group": 4}),
+}
+INJECTIVES = {
+    "pad_channels_after": lambda c: ("Pad", ["r", c(_i64(0, 0, 0, 0, 0, 3, 0, 0))], {}),
+    "pad_channels_before": lambda c: ("Pad", ["r", c(_i64(0, 2, 0, 0, 0, 0, 0, 0))], {}),
+    "pad_edges": lambda c: ("Pad", ["r", c(_i64(0, 0, 1, 2, 0, 0, 2, 1))], {"mode": "edge"}),
+    "slice_channels": lambda c: ("Slice", ["r", c(_i64(1)), c(_i64(3)), c(_i64(1))], {}),
+    "concat": lambda c: ("Concat", ["r", "r"], {"axis": 1}),
+    "transpose": lambda c: ("Transpose", ["r"], {"perm": [0, 2, 3, 1]}),
+    "tile": lambda c: ("Tile", ["r", c(_i64(1, 2, 1, 1))], {}),
+}
+
+
+@pytest.mark.parametrize("injective", sorted(INJECTIVES))
+@pytest.mark.parametrize("reduction", sorted(REDUCTIONS))
+def test_fused_reduction_injective_elementwise_patterns(tmp_path, reduction, injective):
+    """The class of issue 20's fault: a reduction, an injective op changing the shape, an
+    elementwise op, fused into one kernel. Each compiles with the check on, so its C matches TVM's
+    LLVM build kernel by kernel and ONNX Runtime."""
+    from onnx import TensorProto, helper, numpy_helper, shape_inference
+
+    rng = np.random.default_rng(5)
+    weights = []
+
+    def constant(array):
+        weights.append(numpy_helper.from_array(array, f"c{len(weights)}"))
+        return weights[-1].name
+
+    def random_weight(shape):
+        return constant(rng.standard_normal(shape).astype(np.float32))
+
+    def graph(steps, output_shape):
+        nodes = [helper.make_node(op, inputs, [out], **attrs) for (op, inputs, attrs), out in steps]
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 12, 12])
+        y = helper.make_tensor_value_info(steps[-1][1], TensorProto.FLOAT, output_shape)
+        body = helper.make_graph(nodes, "pattern", [x], [y], weights)
+        model = helper.make_model(body, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 9
+        return model
+
+    steps = [(REDUCTIONS[reduction](random_weight), "r"), (INJECTIVES[injective](constant), "i")]
+    inferred = shape_inference.infer_shapes(graph(steps, None)).graph.output[0]
+    shape = [d.dim_value for d in inferred.type.tensor_type.shape.dim]
+    steps.append((("Add", ["i", random_weight(shape)], {}), "y"))
+    path = tmp_path / "pattern.onnx"
+    path.write_bytes(graph(steps, shape).SerializeToString())
+    lines = []
+    compile_model(path, tmp_path / "pattern.tar", progress=lines.append)
+    assert any(line.startswith("check passed") and "ONNX Runtime" in line for line in lines), lines
