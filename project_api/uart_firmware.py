@@ -12,16 +12,45 @@ from __future__ import annotations
 
 import pathlib
 import time
-from typing import Optional
+from typing import Dict, Optional
 
 from . import board_records, npy, template_support, usb_discovery
 from .emulator_clock import emulator_clock
 from .errors import ProjectStateError, UserError
+from .options import ProjectOption
 from .qemu import QemuProcess
 from .record import read_record
 from .server import ProjectAPIHandler, TransportTimeouts
 from .standalone_report import read_report, run_result
 from .uart_link import UartLink
+
+PROJECT_TYPES = ("host_driven", "aot_standalone")
+
+
+def firmware_options(server_dir, platform_name: str) -> Dict[str, ProjectOption]:
+    """The options every UART firmware template has, by name: board (a project offers its own board
+    only; the template offers the database's boards of its platform), project_type, input_npz,
+    serial_number, serial_port and qemu_icount."""
+    record = read_record(server_dir)
+    choices = [record.board_name] if record else board_records.board_names(platform_name)
+    opt = ProjectOption
+    return {o.name: o for o in (
+        opt("board", type="str", choices=choices, required=["generate_project"],
+            help=f"board from utvm's database (`utvm boards --template {platform_name}`)"),
+        opt("project_type", type="str", choices=list(PROJECT_TYPES), default="host_driven",
+            optional=["generate_project"],
+            help="host_driven: the runtime serves the host over the UART; aot_standalone: the image runs "
+                 "the model once on baked-in inputs and prints the outputs"),
+        opt("input_npz", type="str", default="", optional=["generate_project"],
+            help="aot_standalone: .npz of the inputs to bake in, by input name (default: seeded random)"),
+        opt("serial_number", type="str", optional=["flash", "open_transport"],
+            help="USB serial number of the board's probe, when more than one board is plugged in"),
+        opt("serial_port", type="str", optional=["open_transport"],
+            help="serial device of a physical board (default: found by the board's USB VID:PID)"),
+        opt("qemu_icount", type="bool", default=True, optional=["open_transport"],
+            help="emulated boards: run QEMU with -icount (the board's icount_shift, 0: 1 ns per "
+                 "instruction), so the device clock counts instructions"),
+    )}
 
 
 class UartFirmwareHandler(ProjectAPIHandler):

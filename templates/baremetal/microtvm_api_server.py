@@ -37,20 +37,24 @@ sys.path.insert(0, str(HERE))  # utvm_baremetal, beside this file in the templat
 
 from utvm_baremetal import render, size_report  # noqa: E402
 
-from project_api import board_records, flash_runners, npy, template_support  # noqa: E402
+from project_api import (  # noqa: E402
+    board_records,
+    flash_runners,
+    npy,
+    template_support,
+    uart_firmware,  # noqa: E402
+)
 from project_api import standalone_report as standalone  # noqa: E402
 from project_api.errors import (  # noqa: E402
     BuildError,
 )
 from project_api.mlf import read_model_archive  # noqa: E402
 from project_api.options import ProjectOption  # noqa: E402
-from project_api.record import read_record  # noqa: E402
 from project_api.server import GeneratedProject, main  # noqa: E402
 from project_api.uart_firmware import UartFirmwareHandler  # noqa: E402
 
 PLATFORM_NAME = "baremetal"
 ARCHIVE = "model.tar"
-PROJECT_TYPES = ("host_driven", "aot_standalone")
 ELF = "build/firmware.elf"
 MAP_FILE = "build/firmware.map"
 SIZES_FILE = "build/sizes.json"
@@ -66,32 +70,17 @@ EMULATOR_NOTE = "QEMU timings are not real-board timings"
 
 
 def _options_schema():
-    record = read_record(HERE)
-    # A project offers its own board only; the template offers the database's bare-metal boards.
-    choices = [record.board_name] if record else board_records.board_names(PLATFORM_NAME)
+    common = uart_firmware.firmware_options(HERE, PLATFORM_NAME)
     opt = ProjectOption
     return [
-        opt("board", type="str", choices=choices, required=["generate_project"],
-            help="board from utvm's database (`utvm boards --template baremetal`)"),
-        opt("project_type", type="str", choices=list(PROJECT_TYPES), default="host_driven",
-            optional=["generate_project"],
-            help="host_driven: the runtime serves the host over the UART; aot_standalone: the image runs "
-                 "the model once on baked-in inputs and prints the outputs"),
-        opt("input_npz", type="str", default="", optional=["generate_project"],
-            help="aot_standalone: .npz of the inputs to bake in, by input name (default: seeded random)"),
+        common["board"], common["project_type"], common["input_npz"],
         opt("stack_bytes", type="int", default=render.DEFAULT_STACK_BYTES, optional=["generate_project"],
             help="main stack reserved at the top of RAM"),
         opt("cflags", type="str", default="", optional=["build"],
             help="extra compiler flags after the defaults (-Os), e.g. -O2 or -DUTVM_MAX_PACKET=2048"),
         opt("flash_runner", type="str", choices=sorted(flash_runners.RUNNERS), optional=["flash"],
             help="flash tool to use (default: the first installed of the board's runners)"),
-        opt("serial_number", type="str", optional=["flash", "open_transport"],
-            help="USB serial number of the board's probe, when more than one board is plugged in"),
-        opt("serial_port", type="str", optional=["open_transport"],
-            help="serial device of a physical board (default: found by the board's USB VID:PID)"),
-        opt("qemu_icount", type="bool", default=True, optional=["open_transport"],
-            help="emulated boards: run QEMU with -icount (the board's icount_shift, 0: 1 ns per "
-                 "instruction), so the device clock counts instructions"),
+        common["serial_number"], common["serial_port"], common["qemu_icount"],
         opt("verbose", type="bool", default=False,
             optional=["generate_project", "build", "flash", "open_transport"], help="print each step"),
     ]

@@ -38,19 +38,23 @@ sys.path.insert(0, str(HERE))  # utvm_zephyr, beside this file in the template a
 
 from utvm_zephyr import app_files, environment, zephyr_boards  # noqa: E402
 
-from project_api import board_records, flash_runners, npy, template_support  # noqa: E402
+from project_api import (  # noqa: E402
+    board_records,
+    flash_runners,
+    npy,
+    template_support,
+    uart_firmware,  # noqa: E402
+)
 from project_api import standalone_report as standalone  # noqa: E402
 from project_api.elf_sizes import read_elf_sizes  # noqa: E402
 from project_api.errors import BuildError  # noqa: E402
 from project_api.mlf import read_model_archive  # noqa: E402
 from project_api.options import ProjectOption  # noqa: E402
-from project_api.record import read_record  # noqa: E402
 from project_api.server import GeneratedProject, main  # noqa: E402
 from project_api.uart_firmware import UartFirmwareHandler  # noqa: E402
 
 PLATFORM_NAME = "zephyr"
 ARCHIVE = "model.tar"
-PROJECT_TYPES = ("host_driven", "aot_standalone")
 BUILD_DIR = "build"
 ELF = "build/zephyr/zephyr.elf"
 SIZES_FILE = "build/sizes.json"
@@ -99,19 +103,11 @@ WEST_RUNNERS = {r.name: r for r in (
 
 
 def _options_schema():
-    record = read_record(HERE)
-    choices = [record.board_name] if record else board_records.board_names(PLATFORM_NAME)
+    common = uart_firmware.firmware_options(HERE, PLATFORM_NAME)
     opt = ProjectOption
     steps = ["generate_project", "build", "flash"]
     return [
-        opt("board", type="str", choices=choices, required=["generate_project"],
-            help="board from utvm's database (`utvm boards --template zephyr`)"),
-        opt("project_type", type="str", choices=list(PROJECT_TYPES), default="host_driven",
-            optional=["generate_project"],
-            help="host_driven: the runtime serves the host over the UART; aot_standalone: the image runs "
-                 "the model once on baked-in inputs and prints the outputs"),
-        opt("input_npz", type="str", default="", optional=["generate_project"],
-            help="aot_standalone: .npz of the inputs to bake in, by input name (default: seeded random)"),
+        common["board"], common["project_type"], common["input_npz"],
         opt("main_stack_bytes", type="int", default=DEFAULT_MAIN_STACK_BYTES, optional=["generate_project"],
             help="stack of Zephyr's main thread, where the model runs (CONFIG_MAIN_STACK_SIZE)"),
         opt("zephyr_base", type="str", default="", optional=steps,
@@ -127,13 +123,7 @@ def _options_schema():
             help="toolchain=gnuarmemb: the prefix holding bin/arm-none-eabi-gcc (default: the one on PATH)"),
         opt("flash_runner", type="str", choices=sorted(WEST_RUNNERS), optional=["flash"],
             help="west flash runner (default: the first installed of the runners Zephyr's board configures)"),
-        opt("serial_number", type="str", optional=["flash", "open_transport"],
-            help="USB serial number of the board's probe, when more than one board is plugged in"),
-        opt("serial_port", type="str", optional=["open_transport"],
-            help="serial device of a physical board (default: found by the board's USB VID:PID)"),
-        opt("qemu_icount", type="bool", default=True, optional=["open_transport"],
-            help="QEMU boards: run QEMU with -icount (the board's icount_shift), so the device clock "
-                 "counts instructions"),
+        common["serial_number"], common["serial_port"], common["qemu_icount"],
         opt("verbose", type="bool", default=False, optional=steps + ["open_transport"],
             help="print each step"),
     ]

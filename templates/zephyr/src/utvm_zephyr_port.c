@@ -17,6 +17,8 @@
  * Reset: sys_reboot(SYS_REBOOT_COLD). A boot counter kept in RAM that survives the reset shifts the
  * timer's origin on each boot, so a rebooted board never repeats the boot nonce the host checks.
  */
+#include <stdbool.h>
+
 #include <zephyr/device.h>
 #include <zephyr/devicetree.h>
 #include <zephyr/drivers/uart.h>
@@ -48,17 +50,21 @@ static volatile uint32_t rx_dropped;
 
 static void uart_isr(const struct device *dev, void *user_data) {
   ARG_UNUSED(user_data);
-  while (uart_irq_update(dev) > 0 && uart_irq_rx_ready(dev) > 0) {
+  if (uart_irq_update(dev) <= 0 || uart_irq_rx_ready(dev) <= 0) {
+    return;
+  }
+  bool received = false;
+  for (;;) {
     uint8_t *room;
     uint32_t space = ring_buf_put_claim(&rx_ring, &room, UTVM_ZEPHYR_RX_RING);
     if (space == 0u) {
-      /* Full: drain the FIFO so the interrupt clears; the framer resynchronises on what follows. */
+      /* Full: empty the FIFO so the interrupt clears; the framer resynchronises on what follows. */
       uint8_t scrap[16];
       int n = uart_fifo_read(dev, scrap, sizeof(scrap));
-      rx_dropped += n > 0 ? (uint32_t)n : 0u;
       if (n <= 0) {
         break;
       }
+      rx_dropped += (uint32_t)n;
       continue;
     }
     int n = uart_fifo_read(dev, room, (int)space);
@@ -66,6 +72,9 @@ static void uart_isr(const struct device *dev, void *user_data) {
     if (n <= 0) {
       break;
     }
+    received = true;
+  }
+  if (received) {
     k_sem_give(&rx_ready);
   }
 }
@@ -130,10 +139,6 @@ int utvm_zephyr_init(void) {
   if (err != 0) {
     return err;
   }
-  /* Whatever arrived before the runtime was ready is not a request. */
-  uint8_t scrap[16];
-  while (uart_fifo_read(uart, scrap, sizeof(scrap)) > 0) {
-  }
   uart_irq_rx_enable(uart);
   return 0;
 }
@@ -178,7 +183,6 @@ void utvm_port_abort(int32_t code) {
   /* Stop here; a host watching the link sees it fall silent, a debugger sees where. */
   (void)irq_lock();
   for (;;) {
-    arch_nop();
   }
 }
 
