@@ -74,6 +74,12 @@ def models(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def fixture_mlf_path(tmp_path_factory):
+    """The runtime's hand-written fixture model as an MLF archive (no TVM needed)."""
+    return _write_mlf(tmp_path_factory.mktemp("fixture") / "fixture.tar", _fixture_metadata())
+
+
+@pytest.fixture(scope="module")
 def projects(template, models, tmp_path_factory):
     """{board: project dir} of host_driven projects, generated once per board."""
     root = tmp_path_factory.mktemp("zephyr-projects")
@@ -374,6 +380,33 @@ def test_qemu_transport_runs_a_stand_in_image_and_stops_qemu(template, models, t
             assert qemu_pid is not None
         project.close_transport()
         assert not Path(f"/proc/{qemu_pid}").exists() or _is_zombie(qemu_pid)
+
+
+def test_qemu_aot_standalone_report_with_a_stand_in_image(template, fixture_mlf_path, tmp_path):
+    """utvm_run_standalone of a Zephyr aot_standalone project on mps2_an385: QEMU runs the image, the
+    report is read and parsed, and QEMU is stopped after it. The image is again the bare-metal build
+    of the same archive and the same baked inputs (both templates bake them the same way)."""
+    require_tool("arm-none-eabi-gcc")
+    require_tool("make")
+    require_tool("qemu-system-arm")
+    options = {"board": "mps2_an385", "project_type": "aot_standalone"}
+    with TemplateProject.from_directory(template_path("baremetal"), echo=False) as baremetal:
+        with baremetal.generate_project(fixture_mlf_path, tmp_path / "bm", options) as bm:
+            bm.build()
+            expected = bm.client.call("utvm_run_standalone", {"timeout_sec": 30})
+            bm_inputs = bm.client.call("utvm_standalone_inputs", {})
+    with template.generate_project(fixture_mlf_path, tmp_path / "z", options) as project:
+        baked = project.client.call("utvm_standalone_inputs", {})
+        assert baked["baked"] and baked["inputs"] == bm_inputs["inputs"]
+        elf = tmp_path / "z" / "build" / "zephyr" / "zephyr.elf"
+        elf.parent.mkdir(parents=True)
+        shutil.copy2(tmp_path / "bm" / "build" / "firmware.elf", elf)
+        report = project.client.call("utvm_run_standalone", {"timeout_sec": 30})
+        assert _qemu_child_of(project) is None, "QEMU must be stopped after the report"
+    assert (report["status"], report["error"], report["emulated"]) == (0, None, True)
+    assert report["exit_status"] is None  # a Zephyr image stays up; QEMU is stopped instead
+    assert report["outputs"] == expected["outputs"] and report["ticks"] == expected["ticks"]
+    assert "not real-board timings" in report["note"] and report["instructions"] > 0
 
 
 def _qemu_child_of(project) -> int | None:
