@@ -66,11 +66,11 @@ static int switch_to(uint32_t sw) {
   return wait_for(&RCC_CFGR, RCC_CFGR_SW << RCC_CFGR_SWS_SHIFT, sw << RCC_CFGR_SWS_SHIFT);
 }
 
-/* The reset state of the clock tree: HSI, buses undivided. Flash wait states only ever go down
- * after the clock has (too many are merely slow). */
+/* The reset state of the clock tree: HSI, buses undivided, PLL off. Flash wait states are left as
+ * they are: more than the clock needs are merely slow. */
 static void use_hsi(void) {
   RCC_CR |= RCC_CR_HSION;
-  (void)wait_for(&RCC_CR, RCC_CR_HSIRDY, RCC_CR_HSIRDY); /* on since reset: nothing to wait for */
+  (void)wait_for(&RCC_CR, RCC_CR_HSIRDY, RCC_CR_HSIRDY); /* on since reset: at once on silicon */
   (void)switch_to(RCC_CFGR_SW_HSI);
   RCC_CFGR &= ~RCC_CFGR_PRESCALERS;
   RCC_CR &= ~RCC_CR_PLLON;

@@ -4,11 +4,11 @@
  * Transmit polls; receive is interrupt driven into a ring buffer so the core can sleep (WFI) while
  * it waits for the host.
  *
- * When the ring is full the USART's interrupt is masked in the NVIC and the byte stays in DR. The
- * USART holds its interrupt line up for as long as RXNE is set, so masking it anywhere else would
- * leave the core re-entering the handler. Under QEMU a byte left in DR holds the socket back, so
- * nothing is lost; a physical USART has no flow control on the virtual COM port and would overrun,
- * but the host sends one request at a time and the ring holds the largest.
+ * When the ring is full the USART's interrupt is masked in the NVIC and the byte stays in DR: the
+ * NVIC's mask holds whatever the USART (or QEMU's model of it) does with its line while RXNE stays
+ * set. Under QEMU a byte left in DR holds the socket back, so nothing is lost; a physical USART has
+ * no flow control on the virtual COM port and would overrun, but the host sends one request at a
+ * time and the runtime takes bytes as they come.
  */
 #include "rx_ring.h"
 #include "stm32f4.h"
@@ -63,7 +63,7 @@ __attribute__((used)) const stm32_usart_setup_t utvm_stm32_usart = {
 #define IRQ_BANK (UTVM_BOARD_UART_RX_IRQ / 32u)
 #define IRQ_BIT (1u << (UTVM_BOARD_UART_RX_IRQ % 32u))
 
-#define RX_RING_BYTES 1024u /* a power of two; more than the largest escaped request (UTVM_MAX_PACKET) */
+#define RX_RING_BYTES 1024u /* a power of two; twice UTVM_MAX_PACKET's default */
 
 static volatile uint8_t rx_ring[RX_RING_BYTES];
 static rx_ring_t ring = {rx_ring, RX_RING_BYTES, 0u, 0u};
