@@ -1,8 +1,10 @@
 """Bare-metal Cortex-M template: the model and the device runtime on a board with no RTOS.
 
-Boards come from utvm's board database (platform "baremetal"): the emulated Arm MPS2 boards run
-under qemu-system-arm; a physical board is flashed with the runner its record names (pyOCD or
-OpenOCD) and found on USB by its VID:PID (and ``serial_number`` when several are plugged in).
+Boards come from utvm's board database (platform "baremetal"): the emulated Arm MPS2 boards and
+the STM32F405 (netduinoplus2) run under qemu-system-arm; a physical board (the STM32F4 Nucleo
+boards) is flashed with the runner its record names (OpenOCD or pyOCD) and found on USB by its
+VID:PID (and ``serial_number`` when several are plugged in). The record picks the UART and clock
+drivers (src/platform); an STM32 image runs from the HSI unless the ``pll`` option is set.
 
 Project types (option ``project_type``):
 - ``host_driven`` (default): the runtime serves the host-driven protocol over the UART.
@@ -35,7 +37,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE if (HERE / "project_api").is_dir() else HERE.parents[1]))
 sys.path.insert(0, str(HERE))  # utvm_baremetal, beside this file in the template and in projects
 
-from utvm_baremetal import render, size_report  # noqa: E402
+from utvm_baremetal import render, size_report, stm32f4  # noqa: E402
 
 from project_api import (  # noqa: E402
     board_records,
@@ -76,6 +78,9 @@ def _options_schema():
         common["board"], common["project_type"], common["input_npz"],
         opt("stack_bytes", type="int", default=render.DEFAULT_STACK_BYTES, optional=["generate_project"],
             help="main stack reserved at the top of RAM"),
+        opt("pll", type="bool", default=False, optional=["generate_project"],
+            help="STM32 boards: run the core from the PLL at the board's clock_hz (default: the 16 MHz "
+                 "HSI it boots from)"),
         opt("cflags", type="str", default="", optional=["build"],
             help="extra compiler flags after the defaults (-Os), e.g. -O2 or -DUTVM_MAX_PACKET=2048"),
         opt("flash_runner", type="str", choices=sorted(flash_runners.RUNNERS), optional=["flash"],
@@ -94,7 +99,9 @@ def _log(options, text):
 
 
 def _generate(mlf_path, project_dir, options):
-    board = board_records.resolve_board(options["board"], PLATFORM_NAME)
+    # The record the project keeps says the clock its image runs at (STM32: HSI unless pll).
+    board = stm32f4.running_board(board_records.resolve_board(options["board"], PLATFORM_NAME),
+                                  bool(options.get("pll")))
     archive = read_model_archive(mlf_path)  # refuses a malformed archive before anything is written
     stack = int(options["stack_bytes"])
     if not MIN_STACK_BYTES <= stack <= (board.get("ram_bytes") or stack) or stack % 8:
@@ -177,16 +184,31 @@ class BaremetalHandler(UartFirmwareHandler):
         config = flash_runners.RunnerConfig(board=board["name"], image=HERE / ELF,
                                             serial_number=options.get("serial_number"),
                                             emulator=board.get("emulator"))
-        return flash_runners.select_runner(board, config, options.get("flash_runner"))
+        try:
+            return flash_runners.select_runner(board, config, options.get("flash_runner"))
+        except flash_runners.RunnerError as err:
+            listed = ", ".join(board.get("runners") or {})
+            raise UserError(str(err), hint="install one of them, or choose a runner with -o flash_runner=... "
+                                           f"(the board lists: {listed})") from None
 
     def flash(self, options):
         board = self._board()
         self._elf()
         runner = self._runner(board, options)
-        _log(options, f"flashing {ELF} with {runner.name}")
-        runner.flash()
         if board["kind"] == "emulated":
+            runner.flash()  # checks the image and the emulator
             _log(options, f"{board['name']} is emulated: the image is loaded when the transport opens")
+            return
+        # Said every time: which tool writes the board, and how, whatever happens next.
+        print(f"{PLATFORM_NAME}: flashing {ELF} onto {board['name']} with {runner.name}: "
+              f"{shlex.join(runner.command())}", flush=True)
+        try:
+            runner.flash()
+        except flash_runners.RunnerError as err:
+            raise UserError(f"{runner.name} could not flash {board['name']}: {err}",
+                            hint="is the board plugged in (USB id "
+                                 f"{', '.join(board.get('usb_vid_pid') or []) or 'unknown'}) and its probe "
+                                 "free? With several boards, choose one with -o serial_number=...") from None
 
     def _standalone_exit(self, qemu):
         # The image ends the run through semihosting; QEMU exits with its status.
