@@ -36,6 +36,7 @@ sys.path.insert(0, str(HERE if (HERE / "project_api").is_dir() else HERE.parents
 sys.path.insert(0, str(HERE))  # utvm_jetson, beside this file in the template and in projects
 
 from utvm_jetson import elf_check, rpc_board, ssh  # noqa: E402
+from utvm_jetson.toolchain import DEFAULT_CC, cpu_flags  # noqa: E402
 
 from project_api import board_records, template_support  # noqa: E402
 from project_api.child_process import PipeChild  # noqa: E402
@@ -55,7 +56,6 @@ PROGRAM = "build/model_device"
 LIBRARY = "build/model.so"
 BOARD_SCRIPT = "board/" + rpc_board.SERVER_SCRIPT
 RUNTIME_DIR = HERE.parent / "runtime"
-DEFAULT_CC = "aarch64-linux-gnu-gcc"
 # Debian's aarch64 C library (gcc-aarch64-linux-gnu's libc6-arm64-cross): what a dynamically linked
 # program needs under qemu-aarch64. A static program (the default) needs none.
 DEFAULT_QEMU_ROOT = "/usr/aarch64-linux-gnu"
@@ -129,11 +129,6 @@ def _log(options, text):
 
 
 # ---- generate_project --------------------------------------------------------------------------
-
-
-def cpu_flags(board):
-    """GCC's flags for the board's CPU: its cc_flags, else -mcpu=<cpu>."""
-    return list(board.get("cc_flags") or [f"-mcpu={board['cpu']}"])
 
 
 def _gpu_tag(board):
