@@ -234,7 +234,16 @@ def _qemu():
 
 class JetsonHandler(DeviceProcessRelay, ProjectAPIHandler):
     def __init__(self):
-        self._device = None  # the running device program (host_driven) or TVM's RPC server (tvm_runtime)
+        self._device = None  # the running device program (host_driven)
+        self._board_server = None  # TVM's RPC server for the board (tvm_runtime), when started here
+
+    def close_transport(self):
+        server, self._board_server = self._board_server, None
+        try:
+            if server is not None:
+                server.close()
+        finally:
+            DeviceProcessRelay.close_transport(self)
 
     # -- helpers --
 
@@ -421,14 +430,15 @@ class JetsonHandler(DeviceProcessRelay, ProjectAPIHandler):
         if target is not None:
             ssh.check_files(target, options["remote_dir"], [rpc_board.SERVER_SCRIPT],
                             f"starting TVM's RPC server on {target.where}")
-            args = rpc_board.server_arguments(port, port + 1, tracker, key, address=target.host, cuda=cuda)
-            handle = rpc_board.start_over_ssh(target, options["remote_dir"], options["remote_prefix"],
-                                              options["remote_python"], port, args, timeout)
+            args = rpc_board.server_arguments(port, port + rpc_board.PORT_RANGE, tracker, key,
+                                              address=target.host, cuda=cuda)
+            server = rpc_board.start_over_ssh(target, options["remote_dir"], options["remote_prefix"],
+                                              options["remote_python"], args, timeout)
         elif board.get("kind") == "emulated":
             print(f"{PLATFORM_NAME}: starting TVM's RPC server under qemu-aarch64 (importing TVM there "
                   "takes about 20 s); " + EMULATOR_NOTE, flush=True)
-            args = rpc_board.server_arguments(port, port + rpc_board.PORT_RANGE, tracker, key)
-            handle = rpc_board.start_emulated(_qemu(), pathlib.Path(options["qemu_root"]),
+            args = rpc_board.server_arguments(port, port + rpc_board.PORT_RANGE, tracker, key, cuda=cuda)
+            server = rpc_board.start_emulated(_qemu(), pathlib.Path(options["qemu_root"]),
                                               board["emulator"]["cpu"], HERE / BOARD_SCRIPT, args,
                                               HERE / "build" / "board-tmp", timeout)
         elif tracker:
@@ -437,8 +447,8 @@ class JetsonHandler(DeviceProcessRelay, ProjectAPIHandler):
             raise UserError(f"{board['name']}: utvm needs a way to reach TVM's RPC server on the board",
                             hint="give -o ssh_host=... (utvm starts the server over SSH), -o rpc_host=... "
                                  "(a server that runs already) or -o tracker=HOST:PORT")
-        self._device = handle["child"]
-        return dict(reply, host=handle["host"], port=handle["port"])
+        self._board_server = server
+        return dict(reply, host=server.host, port=server.port)
 
 
 if __name__ == "__main__":

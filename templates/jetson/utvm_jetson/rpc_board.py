@@ -16,7 +16,7 @@ import pathlib
 import shlex
 import socket
 import time
-from typing import Dict, List
+from typing import List
 
 from project_api.child_process import PipeChild
 from project_api.errors import IoTimeoutError, TransportClosedError, UserError
@@ -78,11 +78,22 @@ def wait_ready(child: PipeChild, timeout: float, where: str) -> int:
     return int(line[len(READY):].strip())
 
 
+class BoardServer:
+    """TVM's RPC server running for the board, and whatever carries it (ssh, a port forward); the
+    handler keeps it as its device and closes it as one."""
+
+    def __init__(self, children: List[PipeChild], host: str, port: int):
+        self.children, self.host, self.port = children, host, port
+
+    def close(self) -> None:
+        for child in reversed(self.children):
+            child.close()
+
+
 def start_emulated(qemu: str, root: pathlib.Path, cpu: str, script: pathlib.Path, args: List[str],
-                   tmp_dir: pathlib.Path, timeout: float) -> Dict:
+                   tmp_dir: pathlib.Path, timeout: float) -> BoardServer:
     """The server (with its arguments, see server_arguments) under ``qemu-aarch64 -L root`` with
-    the root's python3; returns {child, host, port}. Its temporary files go to tmp_dir, outside the
-    shared root."""
+    the root's python3. Its temporary files go to tmp_dir, outside the shared root."""
     python = root / "usr" / "bin" / "python3"
     if not python.is_file():
         raise UserError(f"qemu_root {root} has no usr/bin/python3: it is no arm64 root with Python and TVM",
@@ -92,19 +103,42 @@ def start_emulated(qemu: str, root: pathlib.Path, cpu: str, script: pathlib.Path
     argv = [qemu, "-L", str(root), "-cpu", cpu, str(python), str(script), *args]
     env = dict(os.environ, TMPDIR=str(tmp_dir), **BOARD_ENV)
     child = PipeChild(argv, env=env, name="board's RPC server (qemu-aarch64)")
-    return {"child": child, "host": "127.0.0.1",
-            "port": wait_ready(child, timeout, "the emulated board (qemu-aarch64)")}
+    return BoardServer([child], "127.0.0.1", wait_ready(child, timeout, "the emulated board (qemu-aarch64)"))
+
+
+def _wait_forward(forward: PipeChild, port: int, timeout: float, where: str) -> None:
+    """Until the local end of an ssh -L forward accepts connections (ssh has logged in)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if forward.returncode is not None or time.monotonic() > deadline:
+            tail = forward.stderr_tail()
+            forward.close()
+            raise UserError(f"ssh could not forward TVM's RPC port from {where}",
+                            hint="the board's sshd must allow TCP forwarding (AllowTcpForwarding)",
+                            details=tail or None)
+        time.sleep(0.1)
 
 
 def start_over_ssh(target: SshTarget, remote_dir: str, remote_prefix: str, remote_python: str,
-                   port: int, args: List[str], timeout: float) -> Dict:
-    """The server on the board over SSH (its arguments from server_arguments, listening on the
-    board's port), which ssh forwards to a free local port: the client needs no route to the board
-    but SSH. With a tracker the client goes through the tracker instead of the forward."""
-    local = free_local_port()
+                   args: List[str], timeout: float) -> BoardServer:
+    """The server on the board over SSH (its arguments from server_arguments), and a second ssh that
+    forwards the port it took to a free local port: the client needs no route to the board but SSH,
+    and a port already taken on the board only moves the server to the next one."""
     command = " ".join(filter(None, [
         f"cd {shlex.quote(remote_dir)} &&", "TVM_USE_RUNTIME_LIB=1 exec", remote_prefix,
         shlex.quote(remote_python), shlex.quote(SERVER_SCRIPT), *map(shlex.quote, args)]))
-    child = PipeChild(target.argv(command, forward=f"127.0.0.1:{local}:127.0.0.1:{port}"), name="ssh")
-    wait_ready(child, timeout, target.where)
-    return {"child": child, "host": "127.0.0.1", "port": local}
+    server = PipeChild(target.argv(command), name="ssh")
+    remote_port = wait_ready(server, timeout, target.where)
+    local = free_local_port()
+    try:
+        forward = PipeChild(target.argv(None, forward=f"127.0.0.1:{local}:127.0.0.1:{remote_port}"),
+                            name="ssh (port forward)")
+        _wait_forward(forward, local, target.connect_timeout + 10.0, target.where)
+    except BaseException:
+        server.close()
+        raise
+    return BoardServer([server, forward], "127.0.0.1", local)

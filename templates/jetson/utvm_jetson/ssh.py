@@ -58,9 +58,10 @@ class SshTarget:
         """user@host:port, as the user would name it."""
         return f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
 
-    def argv(self, remote_command: str, forward: Optional[str] = None) -> List[str]:
-        """The ssh command line that runs remote_command (a shell command line) on the board.
-        ``forward`` is an -L specification ("LPORT:127.0.0.1:RPORT")."""
+    def argv(self, remote_command: Optional[str], forward: Optional[str] = None) -> List[str]:
+        """The ssh command line that runs remote_command (a shell command line) on the board, or
+        with remote_command None runs nothing (-N) and only forwards ``forward``, an -L
+        specification ("LPORT:127.0.0.1:RPORT")."""
         ssh = shutil.which("ssh")
         if ssh is None:
             raise UserError("ssh not found on PATH",
@@ -76,6 +77,8 @@ class SshTarget:
         if forward:
             argv += ["-o", "ExitOnForwardFailure=yes", "-L", forward]
         argv += shlex.split(self.extra)
+        if remote_command is None:
+            return argv + ["-N", self.host]
         return argv + [self.host, "--", remote_command]
 
     def run(self, remote_command: str, what: str, stdin: Optional[bytes] = None,
