@@ -141,7 +141,8 @@ class TvmRuntimeSession(SessionInputs):
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def _call(self, what: str, fn: Callable[[], Any], timeout: Optional[float] = None) -> Any:
+    def _call(self, what: str, fn: Callable[[], Any], timeout: Optional[float] = None,
+              hint: Optional[str] = None) -> Any:
         if self._worker is None:
             raise TransportClosedError("the TVM RPC session is closed")
         timeout = self.call_timeout if timeout is None else timeout
@@ -156,7 +157,7 @@ class TvmRuntimeSession(SessionInputs):
         except Exception as err:
             first = next((ln for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
             raise HostDrivenError(f"{what} on {self._where} failed: {first}",
-                                  hint="the board's TVM must be the version that built the library "
+                                  hint=hint or "the board's TVM must be the version that built the library "
                                        f"({self.library_info.get('tvm_version')})") from None
 
     @property
@@ -189,7 +190,10 @@ class TvmRuntimeSession(SessionInputs):
         else:
             self._where = f"{reply['host']}:{reply['port']}"
         self._worker = _Worker()
-        self._remote = self._call("connecting", lambda: _connect(reply), CONNECT_TIMEOUT)
+        self._remote = self._call(
+            "connecting", lambda: _connect(reply), CONNECT_TIMEOUT,
+            hint="check the address (rpc_host, rpc_port) or the tracker and key (tracker, rpc_key; "
+                 "`python -m tvm.exec.query_rpc_tracker` lists what a tracker serves)")
         board_info = self._call("asking the board about itself", lambda: _board_info(self._remote))
         device = reply.get("device") or "cpu"
         self._call(f"uploading {library.name} ({len(data)} bytes)",

@@ -82,7 +82,7 @@ def _options_schema():
                  "tvm_runtime: TVM's runtime and Relax VM on the board, over TVM RPC"),
         opt("device", type="str", choices=list(DEVICES), default="cpu", optional=["generate_project"],
             help="tvm_runtime: run on the CPU, or on the GPU (cuda: compiled with the board's TVM target "
-                 "tag; needs NVIDIA's nvcc where the model is compiled)"),
+                 "tag; the board compiles the CUDA kernels as it loads them, which build checks)"),
         opt("cc", type="str", default=DEFAULT_CC, optional=["generate_project", "build"],
             help="the aarch64 C compiler (host_driven builds; tvm_runtime links the library with it)"),
         opt("cflags", type="str", default="", optional=["build"],
@@ -112,7 +112,7 @@ def _options_schema():
         opt("rpc_host", type="str", default="", optional=transport,
             help="tvm_runtime: the address of a TVM RPC server already running for the board"),
         opt("rpc_port", type="int", default=9091, optional=transport,
-            help="tvm_runtime: that server's port, or the port utvm's server listens on (on the board)"),
+            help="tvm_runtime: that server's port, or the first port utvm's server tries on the board"),
         opt("tracker", type="str", default="", optional=transport,
             help="tvm_runtime: HOST:PORT of TVM's RPC tracker to reach the board through"),
         opt("rpc_key", type="str", default="", optional=transport,
