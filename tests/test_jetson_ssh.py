@@ -81,6 +81,9 @@ def test_the_ssh_transport_has_the_pipe_fast_path(board, project):
 
     cli("flash", project["dir"])
     with Session.from_project(project["dir"]) as session:
+        assert session.transport.pipe_fds() is not None
+        if session.protocol.fast_path is None:
+            pytest.skip("the framing accelerator did not load (no C compiler?): no pipe call to use")
         assert session.protocol.fast_path == "pipe call"
         assert session.transport.name == "ssh"
         assert board.sessions(), "no SSH session while the device runs"

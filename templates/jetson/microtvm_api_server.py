@@ -253,7 +253,7 @@ class JetsonHandler(DeviceProcessRelay, ProjectAPIHandler):
             raise ProjectStateError("the template has no board; generate a project first")
         return record.board
 
-    def _built(self, path, options):
+    def _built(self, path):
         if not (HERE / path).is_file():
             raise ProjectStateError(f"{path} does not exist; build the project first (utvm build)")
         return HERE / path
@@ -277,7 +277,7 @@ class JetsonHandler(DeviceProcessRelay, ProjectAPIHandler):
         target = self._ssh_target(options, board)
         if target is None:
             return [_qemu(), "-L", options["qemu_root"], "-cpu", board["emulator"]["cpu"],
-                    str(self._built(PROGRAM, options))], "device process (qemu-aarch64)"
+                    str(self._built(PROGRAM))], "device process (qemu-aarch64)"
         name = pathlib.PurePosixPath(PROGRAM).name
         # A quick login first, so a wrong host, port or key is named before a session starts.
         ssh.check_files(target, options["remote_dir"], [name], f"opening the device on {target.where}")
@@ -310,7 +310,7 @@ class JetsonHandler(DeviceProcessRelay, ProjectAPIHandler):
         result = subprocess.run(command, cwd=HERE, stdin=subprocess.DEVNULL)
         if result.returncode != 0:
             raise BuildError(f"make exited with code {result.returncode}; the compiler's output is above")
-        program = self._built(PROGRAM, options)
+        program = self._built(PROGRAM)
         elf_check.require_aarch64(program, executable=True)
         print(f"{PLATFORM_NAME}: built {PROGRAM} for {board['name']} ({' '.join(cpu_flags(board))}"
               f"{', static' if options['static'] else ''}): {program.stat().st_size} bytes", flush=True)
@@ -351,9 +351,9 @@ class JetsonHandler(DeviceProcessRelay, ProjectAPIHandler):
     def flash(self, options):
         board = self._board()
         project_type = options["project_type"]
-        files = [self._built(PROGRAM, options)] if project_type == "host_driven" else [HERE / BOARD_SCRIPT]
+        files = [self._built(PROGRAM)] if project_type == "host_driven" else [HERE / BOARD_SCRIPT]
         if project_type == "tvm_runtime":
-            self._built(LIBRARY, options)
+            self._built(LIBRARY)
             if not options["ssh_host"] and (options["rpc_host"] or options["tracker"]):
                 _log(options, "nothing to copy: the model goes to the board through TVM RPC")
                 return
@@ -415,7 +415,7 @@ class JetsonHandler(DeviceProcessRelay, ProjectAPIHandler):
         {kind: "tvm_rpc", host, port, tracker, key, device, library, board, emulated}."""
         board = self._board()
         self._want(options, "tvm_runtime")
-        library = self._built(LIBRARY, options)
+        library = self._built(LIBRARY)
         self.close_transport()
         key = options["rpc_key"] or board["name"]
         tracker = options["tracker"].strip()
