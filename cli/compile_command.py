@@ -1,4 +1,4 @@
-"""`utvm compile MODEL -o model.tar [--target T] [--format F] [--name N]`.
+"""`utvm compile MODEL -o model.tar [--target T] [--format F] [--name N] [--no-check]`.
 
 Nothing heavy is imported here: TVM loads only when the command runs, so `utvm --help` stays fast.
 """
@@ -9,7 +9,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 from utvm.project_api.errors import UserError
 
@@ -57,6 +56,13 @@ def register(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="keep TVM's float emulation of quantized operators instead of integer kernels",
     )
+    parser.add_argument(
+        "--no-check",
+        dest="check",
+        action="store_false",
+        help="skip the check that runs the archive's C against TVM's LLVM build and the model's "
+        "framework before writing it (faster; the archive is then unchecked)",
+    )
     parser.add_argument("--json", action="store_true", help="print the memory summary as JSON")
     parser.set_defaults(func=handle_compile)
     return parser
@@ -78,9 +84,10 @@ def parse_input_shapes(items: list) -> dict:
 def handle_compile(args) -> int:
     """Run `utvm compile`; return the exit code. User errors are raised as UserError."""
     from utvm.model_library import compile_model, load
+    from utvm.model_library.archive import check_output
 
     start = time.monotonic()
-    output = Path(args.output)
+    output = check_output(args.output)  # an empty -o is "" here; as a Path it would be "."
 
     def progress(line: str) -> None:
         print(f"[{time.monotonic() - start:6.1f}s] {line}", file=sys.stderr, flush=True)
@@ -95,6 +102,7 @@ def handle_compile(args) -> int:
         alignment=args.alignment,
         integer_ops=not args.float_quantized,
         rounding=args.rounding,
+        check=args.check,
         progress=progress,
     )
     library = load(output)

@@ -13,6 +13,7 @@ This module imports neither TVM nor numpy at load time, so `utvm --help` stays f
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import sys
 from typing import Any, Dict, List
@@ -26,6 +27,8 @@ from utvm.project_api.project import GeneratedProject
 from .common import add_option_argument
 
 TRANSPORT_MODES = ("auto", "direct", "relay")
+# The device's TIME command counts runs in 32 bits.
+MAX_COUNT = 0xFFFFFFFF
 
 
 def register(subparsers) -> None:
@@ -174,6 +177,8 @@ def _describe_output(name: str, array) -> str:
 
 
 def _device_json(info) -> Dict[str, Any]:
+    if hasattr(info, "to_json"):
+        return info.to_json()
     return {
         "board": info.board,
         "runtime_version": info.runtime_version,
@@ -185,6 +190,17 @@ def _device_json(info) -> Dict[str, Any]:
         "max_packet": info.max_packet,
         "timer_hz": info.timer_hz,
     }
+
+
+def _check_output_path(path: pathlib.Path) -> None:
+    """Refuse an --output the run's results could not be written to, before the run starts."""
+    if path.is_dir():
+        raise UserError(f"--output {path} is a directory", hint="give a file name, e.g. out.npz")
+    folder = path.parent if str(path.parent) else pathlib.Path(".")
+    existing = next((p for p in [folder, *folder.parents] if p.exists()), pathlib.Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write --output {path}: {existing} is not a writable folder",
+                        hint="choose a folder you can write to")
 
 
 def _save_outputs(path: pathlib.Path, outputs: Dict[str, Any]) -> None:
@@ -267,6 +283,13 @@ def cmd_run(args) -> int:
     say = _Printer(to_stderr=args.json)
     if min(args.number, args.repeat) < 1 or args.warmup < 0:
         raise UserError("--number and --repeat must be at least 1, --warmup at least 0")
+    if max(args.number, args.repeat, args.warmup) > MAX_COUNT:
+        raise UserError(f"--number, --repeat and --warmup are at most {MAX_COUNT}",
+                        hint="the device counts runs in 32 bits")
+    if not args.timeout > 0:
+        raise UserError(f"--timeout {args.timeout:g}: a deadline must be a positive number of seconds")
+    if args.output:
+        _check_output_path(pathlib.Path(args.output))
     options = parse_option_args(args.options)
     if args.tracker or args.key:
         return _run_on_farm(args, say, options)
@@ -318,7 +341,12 @@ def _drive(session, args, say, inputs, clock, origin: Dict[str, Any]) -> int:
     info = session.info
     say(f"device: board {info.board}, runtime {info.runtime_version}, model {info.model_name}")
     say(f"        model hash {info.model_hash[:16]}...")
-    say(f"        arena {info.arena_bytes} B, workspace {info.workspace_bytes} B, timer {info.timer_hz} Hz")
+    if hasattr(info, "arena_bytes"):
+        say(f"        arena {info.arena_bytes} B, workspace {info.workspace_bytes} B, "
+            f"timer {info.timer_hz} Hz")
+    else:  # TVM's runtime on the board, over TVM RPC (a tvm_runtime project)
+        say(f"        TVM RPC server {info.server}, {info.machine}, device {info.device}, "
+            f"library {info.library_bytes} B")
     if clock.note:
         say(f"note: {clock.note}")
     summary: Dict[str, Any] = {
@@ -362,7 +390,8 @@ def _drive(session, args, say, inputs, clock, origin: Dict[str, Any]) -> int:
             say(f"kernels sum to {total}; a whole run: {clock.describe(whole)} (median)")
         summary["profile"] = report.to_json()
     if args.validate:
-        say("validating layer by layer against the host reference...")
+        layers = "layer by layer" if hasattr(session, "run_kernel") else "the outputs"
+        say(f"validating {layers} against the host reference...")
         report = session.validate()
         if not report.passed:
             say(report.table())
