@@ -167,4 +167,6 @@ def _compile_for(model: pathlib.Path, workdir: pathlib.Path, target, say: Say) -
     from utvm.model_library import compile as compile_model
 
     say(f"compiling {model} for the node's board (target {target})...")
-    return pathlib.Path(compile_model(model, workdir / "model.tar", target=target))
+    # The compile-time check runs here too (as for a local project); its steps are shown.
+    return pathlib.Path(compile_model(model, workdir / "model.tar", target=target, check=True,
+                                      progress=say))
