@@ -1,7 +1,7 @@
 """docs/farm.md's walk-through, run as a new user runs it: each ```sh server block in a terminal of its
-own (a background process group, stopped with SIGINT as Ctrl-C stops it), each ```sh block in order
-in the client's terminal, all in one directory, with a model.tflite there. Only the port numbers are
-changed, to free ones.
+own (a background process group, stopped with SIGINT as Ctrl-C stops it; the next step waits until it
+says it is up), each ```sh block in order in the client's terminal, all in one directory, with a
+model.tflite there. Only the port numbers are changed, to free ones.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ def _stop_what_the_test_started():
 
 DOC = REPO_ROOT / "docs" / "farm.md"
 DOC_PORTS = ("9190", "9090", "9080")  # tracker, proxy, proxy's web port
+# What each server prints once it is up: a new user reads it in the terminal before opening the next.
+SERVER_READY = (("rpc_tracker", r"bind to \S+:\d+"), ("rpc_proxy", r"Websock port bind"),
+                ("farm node", r"serving (on|through)"))
 
 
 def walkthrough_blocks(text: str) -> List[Tuple[str, str]]:
@@ -47,7 +50,11 @@ def run_walkthrough(workdir: Path, servers: List[Proc], ports=DOC_PORTS) -> List
             commands = commands.replace(old, str(new))
         if kind == "sh server":
             log = workdir / f"terminal-{len(servers) + 1}.log"
-            servers.append(Proc(["bash", "-c", f"exec {commands}"], log, cwd=workdir, env=env))
+            server = Proc(["bash", "-c", f"exec {commands}"], log, cwd=workdir, env=env)
+            servers.append(server)
+            for name, ready in SERVER_READY:
+                if name in commands:
+                    server.wait_for(ready)
             continue
         result = subprocess.run(["bash", "-e", "-c", commands], cwd=workdir, env=env, capture_output=True,
                                 text=True, timeout=1200)
@@ -62,7 +69,8 @@ def test_the_walkthrough_runs_as_written(tmp_path):
     from model_builders import make_small_tflite
 
     make_small_tflite(tmp_path / "model.tflite", True)
-    ports = [free_port(9100, 9189), free_port(9000, 9099), free_port()]  # below TVM's default --port-end
+    # Below TVM's default --port-end; the proxy's below 9091, where the host node starts looking.
+    ports = [free_port(9100, 9189), free_port(9000, 9091), free_port()]
     servers: List[Proc] = []
     try:
         outputs = run_walkthrough(tmp_path, servers, ports)
