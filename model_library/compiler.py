@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from . import c_sources, metadata
+from . import c_sources, flash_constants, metadata
 from .archive import write_archive
 from .errors import ModelError
 from .frontends import import_model, require_model_file
@@ -127,6 +127,8 @@ def compile_model(
         "codegen/host/include/" + c_sources.support_header()[0]: c_sources.support_header()[1].encode(),
         "src/relax.txt": lowered.script().encode(),
     }
+    if flash_constants.is_avr_target(target_dict):
+        files = flash_constants.place_constants_in_flash(files, name, plan)
     progress("writing the archive")
     return write_archive(Path(output), files)
 
