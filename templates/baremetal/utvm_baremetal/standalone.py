@@ -1,18 +1,16 @@
-"""aot_standalone projects: the C file of inputs baked into the image, and reading the report the
-firmware prints over the UART (see src/app/aot_standalone.c for its format). Standard library only.
+"""aot_standalone projects: the C file of inputs baked into the image. Reading the report the firmware
+prints over the UART (see src/app/aot_standalone.c) is the floor's project_api.standalone.
+Standard library only.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Dict, List, Sequence, Tuple
+from typing import Sequence, Tuple
 
-END_LINE = "utvm-end"
+from project_api.standalone import END_LINE, StandaloneError, parse_report, read_report
+
+__all__ = ["END_LINE", "StandaloneError", "inputs_c_source", "parse_report", "read_report"]
 _BYTES_PER_LINE = 16
-
-
-class StandaloneError(RuntimeError):
-    """The firmware's report is missing or malformed."""
 
 
 def inputs_c_source(inputs: Sequence[Tuple[str, bytes]], alignment: int = 16) -> str:
@@ -34,54 +32,3 @@ def inputs_c_source(inputs: Sequence[Tuple[str, bytes]], alignment: int = 16) ->
     lines.append(f"const uint32_t utvm_standalone_input_bytes[{max(count, 1)}] = {{"
                  + ", ".join(f"{len(d)}u" for _, d in inputs) + "};")
     return "\n".join(lines) + "\n"
-
-
-def read_report(port, timeout: float) -> str:
-    """Read the firmware's UART output (a pyserial port) until the report's end line, end of file
-    (the emulator exited) or the deadline, whichever comes first; returns the text."""
-    import serial
-
-    deadline = time.monotonic() + timeout
-    data = bytearray()
-    while END_LINE.encode() not in data and time.monotonic() < deadline:
-        port.timeout = max(0.01, min(1.0, deadline - time.monotonic()))
-        try:
-            # One byte at a time: pyserial drops what a larger read gathered if the peer then closes.
-            data += port.read(1)
-        except serial.SerialException:
-            break
-    return data.decode("utf-8", "replace")
-
-
-def parse_report(text: str) -> Dict:
-    """The firmware's report as {"model", "status", "error", "ticks", "timer_hz", "outputs":
-    [{"index", "name", "data" (bytes)}]}. Raises StandaloneError when it is cut short or garbled."""
-    lines = [line.strip() for line in text.replace("\r", "").split("\n")]
-    try:
-        first = next(i for i, line in enumerate(lines) if line.startswith("utvm-standalone "))
-    except StopIteration:
-        raise StandaloneError(f"no utvm-standalone report in the output:\n{text[-2000:]}") from None
-    report: Dict = {"model": lines[first].split(" ", 1)[1], "error": None, "outputs": []}
-    outputs: List[Dict] = report["outputs"]
-    for line in lines[first + 1:]:
-        key, _, value = line.partition(" ")
-        if key == END_LINE:
-            break
-        if key in ("status", "ticks", "timer_hz"):
-            report[key] = int(value)
-        elif key == "error":
-            report["error"] = value
-        elif key == "output":
-            index, name, nbytes = value.split(" ")
-            outputs.append({"index": int(index), "name": name, "nbytes": int(nbytes), "data": bytearray()})
-        elif key == "x" and outputs:
-            outputs[-1]["data"] += bytes.fromhex(value)
-    else:
-        raise StandaloneError(f"the report ended without {END_LINE!r}:\n{text[-2000:]}")
-    for out in outputs:
-        if len(out["data"]) != out.pop("nbytes"):
-            raise StandaloneError(f"output {out['name']} is cut short in the report")
-        out["data"] = bytes(out["data"])
-    if "status" not in report:
-        raise StandaloneError(f"the report has no status line:\n{text[-2000:]}")
-    return report
