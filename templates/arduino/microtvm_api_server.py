@@ -119,10 +119,6 @@ def _check_board(board):
 
 def _fit(board, archive, stack_bytes):
     """Refuse a model that cannot fit the board, with both numbers, before anything is written."""
-    problem = memory.flash_window_problem(board, archive)
-    if problem:
-        raise UserError(f"the model does not fit {board['name']}: {problem}",
-                        hint="use a smaller or more quantized model")
     footprint = memory.footprint(board, archive, stack_bytes)
     try:
         board_records.check_fit(board, footprint, ram_name="SRAM" if memory.is_avr(board) else "RAM")
@@ -130,8 +126,12 @@ def _fit(board, archive, stack_bytes):
         if memory.is_avr(board) and not memory.constants_in_flash(archive):
             err.hint = (f"{err.hint}; this archive keeps its constants in SRAM on AVR: compile the model for "
                         f"the board's target (give create-project the model file, or `utvm compile MODEL "
-                        f"--target {board['target'].get('mcpu')}`) to keep them in flash")
+                        f"--target 'c -mcpu={board['target'].get('mcpu')}'`) to keep them in flash")
         raise
+    problem = memory.flash_window_problem(board, archive)
+    if problem:
+        raise UserError(f"the model does not fit {board['name']}: {problem}",
+                        hint="use a smaller or more quantized model")
 
 
 def _memory_notes(board, archive, footprint):

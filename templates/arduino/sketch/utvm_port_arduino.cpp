@@ -64,18 +64,9 @@ static uint64_t timer_now(void) {
 
 static uint64_t timer_hz(void) { return F_CPU; }
 
-/* Wait for the next interrupt (a received byte, a timer): under simavr the host's CPU rests too. */
-static void idle(void) {
-  set_sleep_mode(SLEEP_MODE_IDLE);
-  cli();
-  if (Serial.available() <= 0) {
-    sleep_enable();
-    sei(); /* the instruction after sei runs before any interrupt: no wake-up is missed */
-    sleep_cpu();
-    sleep_disable();
-  }
-  sei();
-}
+/* Nothing to do until a byte arrives. The core is not put to sleep: qemu-system-avr never wakes it
+ * again, and under simavr a sleeping core only slows the simulation down to real time. */
+static void idle(void) {}
 #else
 static uint32_t micros_last;
 static uint32_t micros_wraps;
