@@ -149,6 +149,30 @@ def test_runs_host_driven_under_simavr_and_matches_tflite(built, name):
     assert_no_bridge_left(project)
 
 
+def test_a_softmax_model_runs_with_avr_libcs_expf(avr_tools, tmp_path):
+    """avr-libc's expf is a macro: TVM's own prototype of it is dropped for AVR archives."""
+    from model_builders import build_onnx_model, onnx_input_arrays
+
+    model = build_onnx_model("softmax", tmp_path / "softmax.onnx")
+    project = tmp_path / "p"
+    cli("create-project", "arduino", model, project, "-o", f"board={BOARD}")
+    kernels = next((project / "src/utvm/model").glob("*_kernels.c")).read_text()
+    assert "expf(" in kernels and "TVM_DLL float expf(float);" not in kernels
+    cli("build", project)
+    cli("flash", project)
+    [(name, array)] = onnx_input_arrays(model).items()
+    np.save(tmp_path / "x.npy", array)
+    result = cli("run", project, "--input", f"{name}={tmp_path / 'x.npy'}", "--output", tmp_path / "out.npz",
+                 "--validate")
+    assert "validation: PASS" in result.stdout + result.stderr
+    import onnxruntime
+
+    [want] = onnxruntime.InferenceSession(str(model)).run(None, {name: array})
+    with np.load(tmp_path / "out.npz") as saved:
+        np.testing.assert_allclose(saved["probs"], want, rtol=1e-4, atol=1e-6)
+    assert_no_bridge_left(project)
+
+
 def test_constants_larger_than_sram_stay_in_flash(built):
     case = built("wide_int8")
     constants = case["library"].metadata["memory"]["constant_bytes"]
