@@ -92,13 +92,6 @@ class SimavrProcess:
         except OSError:
             return ""
 
-    def cycles(self) -> Optional[int]:
-        """The simulated cycles of a finished run (the bridge's last word), or None."""
-        for line in reversed(self.log_tail().splitlines()):
-            if line.startswith("cycles "):
-                return int(line.split()[1])
-        return None
-
     def launch(self, timeout: float = START_TIMEOUT_SEC) -> str:
         """Start the simulation; returns the terminal's path (the firmware runs at once, or once a
         host opens the terminal with wait_open)."""
