@@ -10,6 +10,7 @@ import tarfile
 import tempfile
 from typing import Optional
 
+from utvm.project_api.client import DEFAULT_TIMEOUTS
 from utvm.project_api.errors import UserError
 from utvm.project_api.options import describe_options, parse_option_args
 from utvm.project_api.project import GeneratedProject, TemplateProject, open_directory
@@ -36,8 +37,13 @@ def client_options(args, echo: bool = True) -> dict:
     """ProjectAPIClient settings from the command line: debug with -v, a deadline with --timeout."""
     options = {"debug": args.verbose, "echo": echo}
     method = COMMAND_METHODS.get(args.command)
-    if method and getattr(args, "timeout", None):
-        options["timeouts"] = {method: args.timeout}
+    timeout = getattr(args, "timeout", None)
+    if method and timeout is not None:
+        if timeout <= 0:
+            raise UserError(f"--timeout {timeout:g}: a deadline must be a positive number of seconds")
+        # The server's first answer (server_info_query) comes under the same deadline.
+        first = min(timeout, DEFAULT_TIMEOUTS["server_info_query"])
+        options["timeouts"] = {method: timeout, "server_info_query": first}
     return options
 
 
@@ -114,7 +120,9 @@ def _compile_model(model: pathlib.Path, workdir: pathlib.Path, target) -> pathli
     from utvm.model_library import compile as compile_model
 
     progress(f"compiling {model} for target {target} (this can take a minute)...")
-    return pathlib.Path(compile_model(model, workdir / "model.tar", target=target))
+    # The compile-time check runs the archive's C against TVM's own build before anything is generated.
+    archive = compile_model(model, workdir / "model.tar", target=target, check=True, progress=progress)
+    return pathlib.Path(archive)
 
 
 def cmd_create_project(args) -> int:

@@ -12,6 +12,7 @@ This module imports neither TVM nor numpy at load time, so `utvm --help` stays f
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import sys
 from typing import Any, Dict, List
@@ -25,6 +26,8 @@ from utvm.project_api.project import GeneratedProject
 from .common import add_option_argument
 
 TRANSPORT_MODES = ("auto", "direct", "relay")
+# The device's TIME command counts runs in 32 bits.
+MAX_COUNT = 0xFFFFFFFF
 
 
 def register(subparsers) -> None:
@@ -178,6 +181,17 @@ def _device_json(info) -> Dict[str, Any]:
     }
 
 
+def _check_output_path(path: pathlib.Path) -> None:
+    """Refuse an --output the run's results could not be written to, before the run starts."""
+    if path.is_dir():
+        raise UserError(f"--output {path} is a directory", hint="give a file name, e.g. out.npz")
+    folder = path.parent if str(path.parent) else pathlib.Path(".")
+    existing = next((p for p in [folder, *folder.parents] if p.exists()), pathlib.Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write --output {path}: {existing} is not a writable folder",
+                        hint="choose a folder you can write to")
+
+
 def _save_outputs(path: pathlib.Path, outputs: Dict[str, Any]) -> None:
     import numpy as np
 
@@ -258,6 +272,13 @@ def cmd_run(args) -> int:
     say = _Printer(to_stderr=args.json)
     if min(args.number, args.repeat) < 1 or args.warmup < 0:
         raise UserError("--number and --repeat must be at least 1, --warmup at least 0")
+    if max(args.number, args.repeat, args.warmup) > MAX_COUNT:
+        raise UserError(f"--number, --repeat and --warmup are at most {MAX_COUNT}",
+                        hint="the device counts runs in 32 bits")
+    if not args.timeout > 0:
+        raise UserError(f"--timeout {args.timeout:g}: a deadline must be a positive number of seconds")
+    if args.output:
+        _check_output_path(pathlib.Path(args.output))
     options = parse_option_args(args.options)
     project, archive = _open_project(args)
     with project:

@@ -13,11 +13,14 @@ anything is used; a newer format version is refused, and an archive that TVM its
 from __future__ import annotations
 
 import json
+import math
+import re
 import tarfile
 from pathlib import Path, PurePosixPath
 from typing import Dict, List, Union
 
 from .errors import UserError
+from .npy import DTYPES
 
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
@@ -39,6 +42,18 @@ _TOP_LEVEL = {
     "memory": dict,
 }
 MEMORY_KEYS = ("arena_bytes", "workspace_bytes", "constant_bytes", "io_bytes", "peak_live_lower_bound_bytes")
+# Strings from an archive reach Makefiles, linker scripts, C and CMake: each kind has a strict pattern.
+# The model name prefixes C symbols and names build files; kernel names are C functions.
+MODEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+C_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
+MODEL_HASH = re.compile(r"[0-9a-f]{8,128}")
+MAX_NAME_CHARS = 256
+# No single tensor or pool of a model for any board utvm serves comes near this; beyond it a size is
+# taken for a corrupt or crafted archive.
+MAX_BYTES = 1 << 40
+# Slack allowed for alignment padding: after the plan's last arena byte, and per constant.
+ARENA_SLACK_BYTES = 4096
+CONSTANT_SLACK_BYTES = 64
 
 
 class ArchiveError(UserError):
@@ -121,10 +136,12 @@ def _refuse_foreign(metadata: dict, where: str) -> None:
 
 
 def validate_metadata(metadata, where: str) -> None:
-    """Check metadata.json's structure; raise ArchiveError naming the first problem."""
+    """Check metadata.json's structure, its strings against strict patterns, and its sizes against its
+    plan; raise ArchiveError naming the first problem."""
 
     def fail(problem: str):
-        raise ArchiveError(f"{where}: malformed metadata.json: {problem}")
+        raise ArchiveError(f"{where}: malformed metadata.json: {problem}",
+                           hint="recompile the model with `utvm compile`; a hand-edited archive is refused")
 
     if not isinstance(metadata, dict):
         fail("the top level is not an object")
@@ -142,14 +159,18 @@ def validate_metadata(metadata, where: str) -> None:
     for key, kind in _TOP_LEVEL.items():
         if not isinstance(metadata.get(key), kind):
             fail(f"{key} is missing or not a {kind.__name__}")
+    _check_pattern(metadata["model_name"], MODEL_NAME, "model_name",
+                   "a C identifier of at most 64 characters", fail)
+    _check_pattern(metadata["model_hash"], MODEL_HASH, "model_hash", "lower-case hex", fail)
     plan = metadata["plan"]
     for key in ("pools", "tensors", "kernels"):
         if not isinstance(plan.get(key), list):
             fail(f"plan.{key} is missing or not a list")
+    memory = metadata["memory"]
     for key in MEMORY_KEYS:
-        if not _is_count(metadata["memory"].get(key)):
-            fail(f"memory.{key} is missing or not a non-negative integer")
-    arena = metadata["memory"]["arena_bytes"]
+        if not _is_count(memory.get(key)) or memory[key] > MAX_BYTES:
+            fail(f"memory.{key} is missing or not a byte count (0 to {MAX_BYTES})")
+    arena = memory["arena_bytes"]
     tensors = plan["tensors"]
     for index, tensor in enumerate(tensors):
         _check_tensor(tensor, index, arena, fail)
@@ -158,8 +179,8 @@ def validate_metadata(metadata, where: str) -> None:
         if not isinstance(kernel, dict) or kernel.get("index") != index:
             fail(f"plan.kernels[{index}] is not an object with index {index}")
         for key in ("name", "function"):
-            if not isinstance(kernel.get(key), str) or not kernel[key]:
-                fail(f"plan.kernels[{index}].{key} is missing")
+            _check_pattern(kernel.get(key), C_IDENTIFIER, f"plan.kernels[{index}].{key}", "a C identifier",
+                           fail)
         for key in ("args", "outputs"):
             ids = kernel.get(key)
             if not isinstance(ids, list) or not all(_is_count(i) and i < count for i in ids):
@@ -168,11 +189,28 @@ def validate_metadata(metadata, where: str) -> None:
         if not metadata[side]:
             fail(f"{side} is empty")
         for index, entry in enumerate(metadata[side]):
-            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-                fail(f"{side}[{index}] has no name")
+            if not isinstance(entry, dict):
+                fail(f"{side}[{index}] is not an object")
+            _check_name(entry.get("name"), f"{side}[{index}].name", fail)
             tid = entry.get("tensor")
             if not _is_count(tid) or tid >= count or tensors[tid]["storage"] != "arena":
                 fail(f"{side}[{index}].tensor must be the id of an arena tensor")
+            if entry.get("shape") != tensors[tid]["shape"] or entry.get("dtype") != tensors[tid]["dtype"]:
+                fail(f"{side}[{index}] ({entry['name']!r}) does not have the shape and dtype of tensor {tid}")
+    _check_sizes(metadata, fail)
+
+
+def _check_pattern(value, pattern, what: str, meaning: str, fail) -> None:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        shown = repr(value)[:80]
+        fail(f"{what} {shown} is not {meaning}")
+
+
+def _check_name(value, what: str, fail) -> None:
+    # Tensor names come from the model (e.g. "serving_default_input_1:0", "gpu_0/data_0"): any
+    # printable text, on one line, of a sane length.
+    if not isinstance(value, str) or not value or len(value) > MAX_NAME_CHARS or not value.isprintable():
+        fail(f"{what} {repr(value)[:80]} is not a printable name of 1 to {MAX_NAME_CHARS} characters")
 
 
 def _check_tensor(tensor, index: int, arena: int, fail) -> None:
@@ -180,18 +218,42 @@ def _check_tensor(tensor, index: int, arena: int, fail) -> None:
         fail(f"plan.tensors[{index}] is not an object with id {index}")
     if tensor.get("storage") not in ("arena", "const"):
         fail(f"plan.tensors[{index}].storage must be 'arena' or 'const'")
+    _check_name(tensor.get("name"), f"plan.tensors[{index}].name", fail)
+    dtype = tensor.get("dtype")
+    if dtype not in DTYPES:
+        fail(f"plan.tensors[{index}].dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     shape = tensor.get("shape")
-    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
-        fail(f"plan.tensors[{index}].shape must be a list of non-negative integers")
-    if not isinstance(tensor.get("dtype"), str) or not isinstance(tensor.get("name"), str):
-        fail(f"plan.tensors[{index}] needs a name and a dtype")
+    if not isinstance(shape, list) or not all(_is_count(d) and 0 < d < (1 << 31) for d in shape):
+        fail(f"plan.tensors[{index}].shape must be a list of positive integers below 2^31")
     offset, nbytes = tensor.get("offset"), tensor.get("nbytes")
     if not _is_count(offset) or not _is_count(nbytes):
         fail(f"plan.tensors[{index}].offset/nbytes must be non-negative integers")
+    expected = math.prod(shape) * DTYPES[dtype][1]
+    if nbytes != expected:
+        fail(f"plan.tensors[{index}] has {nbytes} bytes; its shape {shape} of {dtype} needs {expected}")
     if tensor["storage"] == "arena" and offset + nbytes > arena:
         fail(f"plan.tensors[{index}] ends at {offset + nbytes}, past the arena ({arena} bytes)")
-    if tensor["storage"] == "const" and not isinstance(tensor.get("symbol"), str):
-        fail(f"plan.tensors[{index}] is a constant without a symbol")
+    if tensor["storage"] == "const":
+        _check_pattern(tensor.get("symbol"), C_IDENTIFIER, f"plan.tensors[{index}].symbol", "a C identifier",
+                       fail)
+
+
+def _check_sizes(metadata: dict, fail) -> None:
+    """The memory totals must be the plan's: a crafted size is refused, not built."""
+    memory, tensors = metadata["memory"], metadata["plan"]["tensors"]
+    end = max([t["offset"] + t["nbytes"] for t in tensors if t["storage"] == "arena"] + [0])
+    if memory["arena_bytes"] > end + ARENA_SLACK_BYTES:
+        fail(f"memory.arena_bytes is {memory['arena_bytes']}, but the plan's tensors end at byte {end}")
+    if memory["peak_live_lower_bound_bytes"] > memory["arena_bytes"]:
+        fail("memory.peak_live_lower_bound_bytes is larger than the arena")
+    consts = [t["nbytes"] for t in tensors if t["storage"] == "const"]
+    if memory["constant_bytes"] > sum(consts) + CONSTANT_SLACK_BYTES * len(consts):
+        fail(f"memory.constant_bytes is {memory['constant_bytes']}, "
+             f"but the plan's constants hold {sum(consts)}")
+    io_ids = {e["tensor"] for side in ("inputs", "outputs") for e in metadata[side]}  # a tensor may be both
+    io = sum(tensors[i]["nbytes"] for i in io_ids)
+    if memory["io_bytes"] != io:
+        fail(f"memory.io_bytes is {memory['io_bytes']}, but the inputs and outputs hold {io}")
 
 
 def _is_count(value) -> bool:
@@ -278,7 +340,13 @@ def read_model_archive(path, cls=ModelArchive) -> ModelArchive:
     """Read and validate the archive at `path` (as cls, a ModelArchive subclass); raise ArchiveError
     if it is malformed or unsafe."""
     path = Path(path)
-    files = read_archive(path)
+    return archive_from_files(path, read_archive(path), cls)
+
+
+def archive_from_files(path, files: Dict[str, bytes], cls=ModelArchive) -> ModelArchive:
+    """Validate archive entries held in memory ({archive path: bytes}) as cls; `path` names them in
+    errors. The same checks as read_model_archive, for an archive not yet written."""
+    path = Path(path)
     if METADATA_FILE not in files:
         raise ArchiveError(f"{path}: no metadata.json; this is not a Model Library Format archive")
     metadata = parse_metadata(files[METADATA_FILE], str(path))

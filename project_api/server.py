@@ -22,6 +22,7 @@ import dataclasses
 import inspect
 import json
 import logging
+import math
 import os
 import pathlib
 import sys
@@ -234,11 +235,16 @@ class ProjectAPIServer:
             request = json.loads(line.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
             raise _RequestError(ErrorCode.PARSE_ERROR, f"parse error: {e}") from None
+        except RecursionError:
+            raise _RequestError(ErrorCode.PARSE_ERROR, "parse error: nested too deeply") from None
         if not isinstance(request, dict):
             raise _RequestError(ErrorCode.INVALID_REQUEST, "a request must be a JSON object")
         request_id = request.get("id")
         if isinstance(request_id, bool) or not isinstance(request_id, (int, float, str, type(None))):
             raise _RequestError(ErrorCode.INVALID_REQUEST, "id must be a number, a string or null")
+        if isinstance(request_id, float) and not math.isfinite(request_id):
+            # NaN and Infinity are not JSON: such an id could not be echoed in a valid reply.
+            raise _RequestError(ErrorCode.INVALID_REQUEST, "id must be a finite number, a string or null")
         if "id" not in request:
             raise _RequestError(ErrorCode.INVALID_REQUEST, "a request needs an id (no notifications)")
         if request.get("jsonrpc") != "2.0":
@@ -369,9 +375,10 @@ class ProjectAPIServer:
             line = json.dumps(
                 {
                     "jsonrpc": "2.0",
-                    "id": request_id,
+                    "id": request_id if isinstance(request_id, (str, int)) else None,
                     "error": {"code": ErrorCode.INTERNAL_ERROR, "message": f"reply is not JSON: {e}"},
-                }
+                },
+                allow_nan=False,
             )
         self._write_file.write(line.encode("utf-8") + b"\n")
         self._write_file.flush()

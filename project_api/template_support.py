@@ -52,18 +52,23 @@ def log_step(options: Mapping[str, Any], platform_name: str, text: str) -> None:
         print(f"{platform_name}: {text}", flush=True)
 
 
-def render_text(text: str, values: Mapping[str, str], source: str = "template") -> str:
+def render_text(text: str, values: Mapping[str, str], source: str = "template", multiline=()) -> str:
     """text with every ``@name@`` replaced by values[name]; a placeholder without a value is a
-    ValueError naming it."""
+    ValueError naming it. A value may span lines only when its name is in ``multiline``: a newline
+    that reached a Makefile, a linker script or a C line would start a line of its own."""
     missing = sorted(set(_PLACEHOLDER.findall(text)) - set(values))
     if missing:
         raise ValueError(f"{source}: placeholders without values: {', '.join(missing)}")
+    for name, value in values.items():
+        if name not in multiline and any(c in str(value) for c in "\r\n\0"):
+            raise ValueError(f"{source}: the value of @{name}@ holds a line break: {str(value)[:80]!r}")
     return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), text)
 
 
-def render_file(template: pathlib.Path, dest: pathlib.Path, values: Dict[str, str]) -> pathlib.Path:
+def render_file(template: pathlib.Path, dest: pathlib.Path, values: Dict[str, str],
+                multiline=()) -> pathlib.Path:
     """Render the template file into dest (parents created); returns dest."""
-    text = render_text(pathlib.Path(template).read_text(encoding="utf-8"), values, str(template))
+    text = render_text(pathlib.Path(template).read_text(encoding="utf-8"), values, str(template), multiline)
     dest = pathlib.Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(text, encoding="utf-8")

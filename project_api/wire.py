@@ -20,6 +20,11 @@ EXTENSION_PREFIX = "utvm_"
 # Longest message either side accepts (a 16 MiB write_transport is about 21 MB of base85).
 MAX_MESSAGE_BYTES = 64 << 20
 
+# Largest read a request may ask for, and the longest wait it may name (a day): beyond them a number
+# is a mistake or an attack, and is refused as an invalid param rather than overflowing somewhere.
+MAX_READ_BYTES = 16 << 20
+MAX_TIMEOUT_SEC = 86400.0
+
 # The version-1 methods that take project options.
 OPTION_METHODS = ("generate_project", "build", "flash", "open_transport")
 
@@ -71,11 +76,11 @@ def param_problem(method: str, params: Dict[str, Any]) -> str:
         if isinstance(value, bool) or not isinstance(value, types):
             return (f"{method}: param {name!r} must be {'/'.join(t.__name__ for t in types)}, "
                     f"not {type(value).__name__}")
-    if method == "read_transport" and params["n"] <= 0:
-        return "read_transport: n must be positive"
+    if method == "read_transport" and not 0 < params["n"] <= MAX_READ_BYTES:
+        return f"read_transport: n must be between 1 and {MAX_READ_BYTES}"
     timeout = params.get("timeout_sec")
-    if timeout is not None and timeout < 0:
-        return f"{method}: timeout_sec must not be negative"
+    if timeout is not None and not 0 <= timeout <= MAX_TIMEOUT_SEC:
+        return f"{method}: timeout_sec must be between 0 and {MAX_TIMEOUT_SEC:g}"
     return ""
 
 

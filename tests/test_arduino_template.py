@@ -202,7 +202,7 @@ def test_an_avr_archive_keeps_its_constants_in_flash(tmp_path_factory, tmp_path)
     kernels = files[f"codegen/host/src/{name}_kernels.c"]
     assert re.search(r"const UTVM_CONST_SPACE float\* param_0", kernels)
     plan = files[f"codegen/host/src/{name}_plan.c"]
-    assert "(const UTVM_CONST_SPACE float *)utvm_m_c0" in plan
+    assert f"(const UTVM_CONST_SPACE float *)utvm_{name}_c0" in plan
     # For any other compiler the sources are plain C: build them for this machine.
     root = archive.extract(tmp_path / "mlf")
     assert_compiles(require_tool("cc"), ["-std=c99"], [root / s for s in archive.source_files()], tmp_path,

@@ -34,7 +34,8 @@ FIXTURE_HASH = "0123456789abcdef" * 2
 ARENA = 3024 + 65536
 
 
-def _fixture_metadata(arena_bytes: int = ARENA) -> dict:
+def _fixture_metadata(big_bytes: int = 65536) -> dict:
+    arena_bytes = 3024 + big_bytes
     def tensor(i, name, storage, offset, nbytes, dtype="int8", **extra):
         return dict(id=i, name=name, storage=storage, offset=offset, nbytes=nbytes, shape=[nbytes],
                     dtype=dtype, **extra)
@@ -49,7 +50,7 @@ def _fixture_metadata(arena_bytes: int = ARENA) -> dict:
             "tensors": [tensor(0, "input", "arena", 0, N),
                         tensor(1, "bias", "const", 0, N, symbol="bias_data"),
                         tensor(2, "sum", "arena", 1008, N), tensor(3, "output", "arena", 2016, N),
-                        tensor(4, "big", "arena", 3024, 65536, "uint8")],
+                        tensor(4, "big", "arena", 3024, big_bytes, "uint8")],
             "kernels": [{"index": 0, "name": "fixture_add", "function": "fixture_add", "args": [0, 1, 2],
                          "outputs": [2]},
                         {"index": 1, "name": "fixture_relu", "function": "fixture_relu", "args": [2, 3],
@@ -151,12 +152,12 @@ def test_aot_standalone_project(template, fixture_mlf, posix_output, tmp_path):
 
 
 def test_model_too_big_for_the_board_is_refused_with_both_numbers(template, tmp_path):
-    big = _write_mlf(tmp_path / "big.tar", _fixture_metadata(arena_bytes=5 << 20))
+    big = _write_mlf(tmp_path / "big.tar", _fixture_metadata(big_bytes=5 << 20))
     with pytest.raises(UserError) as info:
         template.generate_project(big, tmp_path / "project", {"board": "mps2_an385"})
     message = str(info.value)
     assert "does not fit mps2_an385" in message
-    assert "of RAM, the board has 4 MiB (4194304 bytes)" in message and "arena 5 MiB" in message
+    assert "of RAM, the board has 4 MiB (4194304 bytes)" in message and "arena 5.0 MiB" in message
     assert not (tmp_path / "project").exists()
 
 

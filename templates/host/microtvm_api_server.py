@@ -112,7 +112,7 @@ def _generate(mlf_path, project_dir, options):
         strict_sources=" ".join(strict), generated_sources=" ".join(generated)))
     template_support.render_file(HERE / "README.md.in", project_dir / "README.md", dict(
         common, inputs=_io_lines(archive.inputs), outputs=_io_lines(archive.outputs),
-        usage=_usage(project_type, program)))
+        usage=_usage(project_type, program)), multiline=("inputs", "outputs", "usage"))
     _log(options, f"generated {project_type} project for {archive.name} in {project_dir}")
     return GeneratedProject(board=board, archive=ARCHIVE)
 

@@ -36,6 +36,8 @@ PORT_CONFIG = "utvm_port_config.h"
 PORT_SOURCES = ("utvm_arduino.h", "utvm_port_arduino.cpp")
 STANDALONE_SOURCES = ("utvm_standalone_arduino.cpp",)
 STANDALONE_INPUTS_C = "utvm_standalone_inputs.c"
+# Placeholders whose values are whole lines (of C, or paragraphs of the README), each on its own line.
+_MULTILINE = ("const_copy", "memory_notes", "run_notes")
 _INCLUDE = re.compile(r'^(\s*#\s*include\s+)"([^"]+)"', flags=re.M)
 # A sketch's name is its folder's: letters, digits, '_', '-' and '.', starting with a letter or digit.
 _SKETCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -100,7 +102,8 @@ def write_sketch(project_dir: Path, runtime_dir: Path, model_root: Path, values:
         inputs = project_dir / PORT_DIR / STANDALONE_INPUTS_C
         inputs.write_text(standalone_inputs_c, encoding="utf-8")
         written.append(inputs)
-    config = render_file(SKETCH_SRC / f"{PORT_CONFIG}.in", project_dir / PORT_DIR / PORT_CONFIG, values)
+    config = render_file(SKETCH_SRC / f"{PORT_CONFIG}.in", project_dir / PORT_DIR / PORT_CONFIG, values,
+                         multiline=_MULTILINE)
     locations[PORT_CONFIG] = config
     written.append(config)
     _prepend_port_config(project_dir / INCLUDE_DIR / "utvm" / "config.h")
@@ -108,8 +111,10 @@ def write_sketch(project_dir: Path, runtime_dir: Path, model_root: Path, values:
         _rewrite_includes(path, locations)
     name = project_dir.name
     render_file(SKETCH_SRC / "sketch.ino.in", project_dir / f"{name}.ino",
-                dict(values, app_call="utvm_arduino_run_standalone" if standalone else "utvm_arduino_serve"))
-    render_file(SKETCH_SRC / "README.md.in", project_dir / "README.md", dict(values, sketch=name))
+                dict(values, app_call="utvm_arduino_run_standalone" if standalone else "utvm_arduino_serve"),
+                multiline=_MULTILINE)
+    render_file(SKETCH_SRC / "README.md.in", project_dir / "README.md", dict(values, sketch=name),
+                multiline=_MULTILINE)
     return written
 
 
