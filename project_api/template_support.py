@@ -14,7 +14,6 @@ import re
 import shutil
 from typing import Any, Dict, List, Mapping
 
-from . import board_records
 from .options import ProjectOption
 from .record import read_record
 from .server import ServerInfo
@@ -34,15 +33,6 @@ def template_server_info(server_dir, platform_name: str, project_options: List[P
         model_library_format_path=str(archive) if archive else None,
         project_options=project_options,
     )
-
-
-def resolved_board(server_dir, board_option, platform_name: str) -> Dict[str, Any]:
-    """The board of a project (its record's), or for a template the record of the ``board`` option
-    as generate_project will resolve it: what the ``utvm_resolve_board`` extension answers."""
-    record = read_record(server_dir)
-    if record is not None and record.board:
-        return record.board
-    return board_records.resolve_board(board_option, platform_name)
 
 
 def log_step(options: Mapping[str, Any], platform_name: str, text: str) -> None:

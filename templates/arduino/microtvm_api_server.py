@@ -17,13 +17,15 @@ Where the sketch runs (option ``device``): the AVR boards with a simulator in th
 (arduino_uno, arduino_mega2560) run under simavr, cycle-exact, through a small UART-to-pty bridge
 built on this machine from libsimavr-dev (``device=auto`` picks that unless a serial port or serial
 number names a real board). A physical board is flashed with ``arduino-cli upload`` (avrdude for
-AVR when arduino-cli is absent) and found on USB by its VID:PID and ``serial_number``.
+AVR when arduino-cli is absent) and found on USB by its VID:PID and ``serial_number``. The handler is
+the floor's UartFirmwareHandler (board, transport, extensions), with simavr where it would run QEMU.
 
 On AVR, model constants stay in flash when the archive was compiled for the board's AVR target
 (the client does that for a model file): the fit check counts the arena, the runtime, the model's
 tables and anything else not in flash against SRAM, before anything is written.
 """
 
+import dataclasses
 import json
 import pathlib
 import shlex
@@ -31,7 +33,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 # The floor: a generated project carries its copy beside this file; the template uses utvm's.
@@ -42,20 +43,16 @@ from utvm_arduino import build as sketch_build  # noqa: E402
 from utvm_arduino import memory, runners, sketch  # noqa: E402
 from utvm_arduino.simavr import SimavrProcess, build_bridge  # noqa: E402
 
-from project_api import board_records, flash_runners, npy, serial_link, standalone, template_support  # noqa: E402
-from project_api.errors import (  # noqa: E402
-    BuildError,
-    ProjectStateError,
-    UserError,
-)
+from project_api import board_records, flash_runners, npy, template_support, uart_firmware  # noqa: E402
+from project_api import standalone_report as standalone  # noqa: E402
+from project_api.errors import BuildError, UserError  # noqa: E402
 from project_api.mlf import read_model_archive  # noqa: E402
 from project_api.options import ProjectOption  # noqa: E402
-from project_api.record import read_record  # noqa: E402
-from project_api.server import GeneratedProject, ProjectAPIHandler, TransportTimeouts, main  # noqa: E402
+from project_api.server import GeneratedProject, TransportTimeouts, main  # noqa: E402
+from project_api.uart_firmware import UartFirmwareHandler  # noqa: E402
 
 PLATFORM_NAME = "arduino"
 ARCHIVE = "model.tar"
-PROJECT_TYPES = ("host_driven", "aot_standalone")
 DEVICES = ("auto", "simavr", "board")
 STANDALONE_INPUTS_NPZ = "standalone_inputs.npz"
 SIZES_FILE = "build/sizes.json"
@@ -66,19 +63,10 @@ SIMAVR_NOTE = ("runs under simavr, which is cycle-exact: device times are cycles
 
 
 def _options_schema():
-    record = read_record(HERE)
-    # A project offers its own board only; the template offers the database's Arduino boards.
-    choices = [record.board_name] if record else board_records.board_names(PLATFORM_NAME)
+    common = uart_firmware.firmware_options(HERE, PLATFORM_NAME)
     opt = ProjectOption
     return [
-        opt("board", type="str", choices=choices, required=["generate_project"],
-            help="board from utvm's database (`utvm boards --template arduino`)"),
-        opt("project_type", type="str", choices=list(PROJECT_TYPES), default="host_driven",
-            optional=["generate_project"],
-            help="host_driven: the sketch serves the host over Serial; aot_standalone: the sketch runs "
-                 "the model once on baked-in inputs and prints the outputs"),
-        opt("input_npz", type="str", default="", optional=["generate_project"],
-            help="aot_standalone: .npz of the inputs to bake in, by input name (default: seeded random)"),
+        common["board"], common["project_type"], common["input_npz"],
         opt("stack_bytes", type="int", default=DEFAULT_STACK_BYTES, optional=["generate_project"],
             help="RAM the fit check keeps for the stack, besides everything the sketch places"),
         opt("arduino_cli_cmd", type="str", default="", optional=["build", "flash"],
@@ -91,10 +79,9 @@ def _options_schema():
                  "board has it)"),
         opt("flash_runner", type="str", choices=sorted(runners.RUNNERS), optional=["flash"],
             help="upload tool for a physical board (default: the first installed of the board's runners)"),
-        opt("serial_number", type="str", optional=["flash", "open_transport"],
-            help="USB serial number of the board, when more than one is plugged in"),
-        opt("serial_port", type="str", optional=["flash", "open_transport"],
-            help="serial device of a physical board (default: found by the board's USB VID:PID)"),
+        common["serial_number"],
+        # A physical board is uploaded to through its serial port (its bootloader), so flash takes it too.
+        dataclasses.replace(common["serial_port"], optional=["flash", "open_transport"]),
         opt("verbose", type="bool", default=False,
             optional=["generate_project", "build", "flash", "open_transport"], help="print each step"),
     ]
@@ -106,6 +93,10 @@ def _log(options, text):
 
 def _say(text):
     print(f"{PLATFORM_NAME}: {text}", flush=True)
+
+
+def _simavr_note(board):
+    return f"{board['name']} " + SIMAVR_NOTE.format(mhz=board["clock_hz"] / 1e6)
 
 
 # ---- generate_project --------------------------------------------------------------------------
@@ -200,8 +191,8 @@ def _generate(mlf_path, project_dir, options):
     stack = int(options["stack_bytes"])
     _fit(board, archive, stack)
     project_type = options["project_type"]
-    inputs = standalone.baked_inputs(archive, options.get("input_npz")) if project_type == "aot_standalone" \
-        else {}
+    inputs = standalone.baked_inputs(archive.inputs, options.get("input_npz")) \
+        if project_type == "aot_standalone" else {}
     flash_constants = memory.constants_in_flash(archive)
     footprint = memory.footprint(board, archive, stack)
 
@@ -241,23 +232,22 @@ def _constant_symbols():
     return sorted({t["symbol"] for t in archive.tensors if t.get("storage") == "const" and t.get("symbol")})
 
 
-class ArduinoHandler(ProjectAPIHandler):
-    def __init__(self):
-        self._connection = serial_link.BoardConnection("the board's serial port")
+class ArduinoHandler(UartFirmwareHandler):
+    """The board, the transport and the extensions are the floor's (UartFirmwareHandler); the sketch
+    runs under simavr (on a pseudo-terminal) where the other templates run QEMU."""
 
-    # -- helpers --
+    platform_name = PLATFORM_NAME
+    server_dir = HERE
+    elf = sketch_build.elf_path(HERE).relative_to(HERE).as_posix()
+    standalone_inputs_npz = STANDALONE_INPUTS_NPZ
+    # Opening a real board's port resets it: its bootloader runs for a second or two first.
+    timeouts = TransportTimeouts(session_start_retry_timeout_sec=2.0, session_start_timeout_sec=15.0,
+                                 session_established_timeout_sec=60.0)
 
-    def _board(self):
-        record = read_record(HERE)
-        if record is None or not record.board:
-            raise ProjectStateError("the template has no board; generate a project first")
-        return record.board
+    options_schema = staticmethod(_options_schema)
+    generate = staticmethod(_generate)
 
-    def _elf(self):
-        elf = sketch_build.elf_path(HERE)
-        if not elf.is_file():
-            raise ProjectStateError(f"{elf.relative_to(HERE)} does not exist; build the project first")
-        return elf
+    # -- where the sketch runs --
 
     def _device(self, board, options):
         """"simavr" or "board": where this call's sketch runs."""
@@ -272,37 +262,19 @@ class ArduinoHandler(ProjectAPIHandler):
                             hint="use -o device=board with the board plugged in")
         return device
 
-    def _simulation(self, board, capture=None, wait_open=False):
+    def _emulated(self, board, options):
+        return self._device(board, options) == "simavr"
+
+    def _emulator(self, board, options):
+        _say(_simavr_note(board))  # said every time, since benchmarks read its clock
         return SimavrProcess(self._elf(), board["emulator"].get("mcu") or board["cpu"], board["clock_hz"],
-                             HERE / "build", capture=capture, wait_open=wait_open)
+                             board["baud"], HERE / "build")
 
-    def _launch_simulation(self, board):
-        """Start simavr for a session (the firmware waits until a host opens the terminal); returns
-        the process, which the connection stops on close_transport."""
-        _say(f"{board['name']} " + SIMAVR_NOTE.format(mhz=board["clock_hz"] / 1e6))
-        simulation = self._simulation(board, wait_open=True)
-        self._connection.process = simulation
-        try:
-            simulation.launch()
-        except BaseException:
-            self.close_transport()
-            raise
-        return simulation
-
-    def _host_driven_board(self, options):
-        board = self._board()
-        if options["project_type"] != "host_driven":
-            raise ProjectStateError("this is an aot_standalone project: it has no transport; "
-                                    "run it with `utvm run` (the utvm_run_standalone extension)")
-        return board
+    def _standalone_exit(self, emulator):
+        # The sketch halts after its report (interrupts off, asleep), which ends the simulation.
+        return emulator.wait(10.0)
 
     # -- Project API --
-
-    def server_info_query(self, tvm_version):
-        return template_support.template_server_info(HERE, PLATFORM_NAME, _options_schema())
-
-    def generate_project(self, model_library_format_path, standalone_crt_dir, project_dir, options):
-        return _generate(pathlib.Path(model_library_format_path), pathlib.Path(project_dir), options)
 
     def build(self, options):
         board = self._board()
@@ -324,7 +296,7 @@ class ArduinoHandler(ProjectAPIHandler):
     def flash(self, options):
         board = self._board()
         elf = self._elf()
-        if self._device(board, options) == "simavr":
+        if self._emulated(board, options):
             with open(elf, "rb") as f:
                 header = f.read(20)
             if header[:4] != b"\x7fELF" or int.from_bytes(header[18:20], "little") != 83:  # EM_AVR
@@ -332,7 +304,7 @@ class ArduinoHandler(ProjectAPIHandler):
             build_bridge(HERE / "build")
             _log(options, f"{board['name']} runs under simavr: the image is loaded when the transport opens")
             return
-        port = serial_link.board_serial_port(board, options)
+        port = self._physical_port(board, options)
         config = runners.physical_config(board, elf, options.get("serial_number"))
         implemented = runners.bound_runners(port, board["arduino_fqbn"])
         preferred = options.get("flash_runner") or ("arduino-cli" if options.get("arduino_cli_cmd") else None)
@@ -340,103 +312,21 @@ class ArduinoHandler(ProjectAPIHandler):
         _log(options, runner.describe())
         runner.flash()
 
-    def open_transport(self, options):
-        board = self._host_driven_board(options)
-        self.close_transport()
-        if self._device(board, options) == "simavr":
-            simulation = self._launch_simulation(board)
-            try:
-                self._connection.attach(simulation.connect(board["baud"]), simulation)
-            except BaseException:
-                self.close_transport()
-                raise
-        else:
-            import serial
-
-            name = serial_link.board_serial_port(board, options)
-            _log(options, f"opening {name} at {board['baud']} baud")
-            self._connection.attach(serial.serial_for_url(name, baudrate=board["baud"], timeout=0))
-        # Opening a real board's port resets it: its bootloader runs for a second or two first.
-        return TransportTimeouts(session_start_retry_timeout_sec=2.0, session_start_timeout_sec=15.0,
-                                 session_established_timeout_sec=60.0)
-
-    def close_transport(self):
-        self._connection.close()
-
-    def read_transport(self, n, timeout_sec):
-        return self._connection.read(n, timeout_sec)
-
-    def write_transport(self, data, timeout_sec):
-        self._connection.write(data, timeout_sec)
-
     # -- extensions --
 
-    def utvm_open_direct_transport(self, options):
-        """Extension: the serial port a utvm client opens itself: the simulated board's terminal
-        (simavr starts here, and the firmware once the client opens it; close_transport stops it),
-        or the physical board's port."""
-        board = self._host_driven_board(options)
-        self.close_transport()
-        if self._device(board, options) == "simavr":
-            url = self._launch_simulation(board).pty
-        else:
-            url = serial_link.board_serial_port(board, options)
-        return {"kind": "serial", "url": url, "baudrate": board["baud"]}
-
-    def utvm_resolve_board(self, options):
-        """Extension: the record of the board option, as generate_project will resolve it (the
-        client compiles a model for its TVM target before generating)."""
-        return template_support.resolved_board(HERE, options.get("board"), PLATFORM_NAME)
-
-    def utvm_standalone_inputs(self, options):
-        """Extension: the inputs baked into an aot_standalone sketch, by name, as hex."""
-        return standalone.baked_inputs_reply(HERE / STANDALONE_INPUTS_NPZ, options["project_type"])
-
     def utvm_run_standalone(self, options, inputs=None, timeout_sec=60.0):
-        """Extension: run an aot_standalone sketch and return its report: status, error, ticks,
-        timer_hz, outputs [{index, name, hex}], exit_status (under simavr), cycles (the run's, when the
-        timer counts CPU cycles: AVR), emulated and note. The inputs are the ones baked in at
-        generate_project; giving others is refused."""
+        """Extension: the floor's run of an aot_standalone sketch (status, error, ticks, timer_hz,
+        outputs, exit_status, emulated, note), plus `cycles`: the run's, when the sketch's timer
+        counts CPU cycles (AVR's Timer1), which under simavr are the simulated clock's."""
         board = self._board()
-        if options["project_type"] != "aot_standalone":
-            raise ProjectStateError("this is a host_driven project; open a session instead (`utvm run`)")
-        if inputs:
-            raise UserError("this aot_standalone sketch runs on the inputs baked into it at generate time "
-                            f"({STANDALONE_INPUTS_NPZ}); it takes no others",
-                            hint="generate the project again with -o input_npz=INPUTS.npz")
-        self.close_transport()
-        simulated = self._device(board, options) == "simavr"
-        exit_status = None
-        if simulated:
-            capture = HERE / "build" / "standalone_output.txt"
-            simulation = self._simulation(board, capture=capture)
-            try:
-                simulation.launch()
-                exit_status = simulation.wait(timeout_sec)
-            finally:
-                simulation.stop()
-            text = capture.read_text(encoding="utf-8", errors="replace")
-        else:
-            import serial
-
-            # The sketch runs at reset: opening the port resets the board (DTR), as does uploading.
-            name = serial_link.board_serial_port(board, options)
-            with serial.serial_for_url(name, baudrate=board["baud"]) as port:
-                deadline = time.monotonic() + timeout_sec
-                text = standalone.read_report(port, timeout_sec)
-                if standalone.END_LINE not in text:
-                    self.flash(options)
-                    text = standalone.read_report(port, max(1.0, deadline - time.monotonic()))
-        report = standalone.parse_report(text)
-        for out in report["outputs"]:
-            out["hex"] = out.pop("data").hex()
-        note = (f"{board['name']} " + SIMAVR_NOTE.format(mhz=board["clock_hz"] / 1e6)) if simulated else ""
-        cycles = None
+        report = super().utvm_run_standalone(options, inputs, timeout_sec)
+        simulated = self._emulated(board, options)
+        notes = [_simavr_note(board)] if simulated else []
+        report["cycles"] = None
         if report.get("ticks") is not None and report.get("timer_hz") == board.get("clock_hz"):
-            cycles = report["ticks"]  # the AVR port's timer counts CPU cycles
-            note += f"{'; ' if note else ''}the run took {cycles} cycles"
-        report.update(exit_status=exit_status, emulated=simulated, cycles=cycles, instructions=None,
-                      note=note)
+            report["cycles"] = report["ticks"]
+            notes.append(f"the run took {report['cycles']} cycles")
+        report.update(emulated=simulated, note="; ".join(notes))
         return report
 
 

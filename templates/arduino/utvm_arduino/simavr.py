@@ -3,14 +3,18 @@
 simavr's own program has no way to put a UART on a terminal, so a small bridge
 (`simavr_bridge.c`, beside this file) is built on this machine from Debian's libsimavr-dev, once per
 project, into build/. It prints the terminal's path; a host opens that with pyserial, as it would a
-board's USB serial port. Bytes the firmware sends before a host has the terminal open are lost, as
-on a real serial line (a host-driven session survives that: the host repeats HELLO until the
-device answers); with ``wait_open`` the firmware does not start until a host opens it. With a
-capture file every byte is also kept from the first cycle on (what an aot_standalone run reads).
+board's USB serial port. Bytes the firmware sends while no host has the terminal open are lost, as
+on a real serial line. For a client that opens the terminal itself (`launch()`), the firmware starts
+once the terminal is open, and what it sends before the client's open has flushed the line may be
+lost too (a host-driven session survives that: the host repeats HELLO until the device answers).
+`start()` opens the terminal here and only then tells the bridge to start the firmware, so every
+byte reaches the host (an aot_standalone report is printed once, from the first cycles).
 
-The bridge is stopped by `stop()`, on every error path of `launch()`, at interpreter exit, and by the
-kernel when its parent dies, even by SIGKILL (it sets PR_SET_PDEATHSIG itself, and we ask again
-when we start it). Standard library only, and pyserial when a connection is made.
+`SimavrProcess` has the interface of the floor's QemuProcess that a UartFirmwareHandler drives
+(launch, start, poll, wait, stop), so the template's handler runs simavr where the others run QEMU.
+The bridge is stopped by `stop()`, on every error path of `launch()` and `start()`, at interpreter
+exit, and by the kernel when its parent dies, even by SIGKILL (it sets PR_SET_PDEATHSIG itself, and
+we ask again when we start it). Standard library only, and pyserial when a connection is made.
 """
 
 from __future__ import annotations
@@ -63,16 +67,18 @@ def build_bridge(build_dir: Path) -> Path:
 
 
 class SimavrProcess:
-    """One simulated run of one image. `launch()` returns the terminal's path; `stop()` ends it."""
+    """One simulated run of one image. `launch()` returns the terminal's path, `start()` opens it too;
+    `stop()` ends the run."""
 
-    def __init__(self, elf, mcu: str, clock_hz: int, build_dir, capture: Optional[Path] = None,
-                 wait_open: bool = False, log_path: Optional[Path] = None):
+    system = "simavr"
+
+    def __init__(self, elf, mcu: str, clock_hz: int, baudrate: int, build_dir,
+                 log_path: Optional[Path] = None):
         self.elf = Path(elf)
         self.mcu = mcu
         self.clock_hz = int(clock_hz)
+        self.baudrate = int(baudrate)
         self.build_dir = Path(build_dir)
-        self.capture = Path(capture) if capture else None
-        self.wait_open = wait_open
         self.log_path = Path(log_path) if log_path else self.build_dir / "simavr.log"
         self.pty: Optional[str] = None
         self.serial = None
@@ -92,22 +98,19 @@ class SimavrProcess:
         except OSError:
             return ""
 
-    def launch(self, timeout: float = START_TIMEOUT_SEC) -> str:
-        """Start the simulation; returns the terminal's path (the firmware runs at once, or once a
-        host opens the terminal with wait_open)."""
+    def launch(self, timeout: float = START_TIMEOUT_SEC, held: bool = False) -> str:
+        """Start the simulation; returns the terminal's path. The firmware runs once a host opens the
+        terminal, or when `held`, once `_release()` says so."""
         if not self.elf.is_file():
             raise SimavrError(f"firmware image {self.elf} does not exist; build the project first")
         bridge = build_bridge(self.build_dir)
         cmd = [str(bridge), "--mcu", self.mcu, "--freq", str(self.clock_hz)]
-        if self.capture:
-            cmd += ["--capture", str(self.capture)]
-        if self.wait_open:
-            cmd.append("--wait-open")
-        cmd.append(str(self.elf))
+        cmd += ["--start-on-stdin", str(self.elf)] if held else [str(self.elf)]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+                cmd, stdin=subprocess.PIPE if held else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=log,
                 start_new_session=True,  # a terminal's Ctrl-C goes to us, which stops it in order
                 preexec_fn=die_with_parent(os.getpid()),
             )
@@ -137,42 +140,72 @@ class SimavrProcess:
             raise SimavrError(f"unexpected first line from the simavr bridge: {line!r}")
         return path
 
-    def connect(self, baudrate: int):
-        """Open the terminal with pyserial (a waiting firmware starts now); returns the port."""
+    def connect(self):
+        """Open the terminal with pyserial; returns the port."""
         import serial
 
         try:
-            self.serial = serial.Serial(self.pty, baudrate=baudrate, timeout=1.0, write_timeout=10.0)
+            self.serial = serial.Serial(self.pty, baudrate=self.baudrate, timeout=1.0, write_timeout=10.0)
         except serial.SerialException as err:
             raise SimavrError(f"could not open the simulated board's terminal {self.pty}: {err}") from None
         return self.serial
 
+    def start(self, timeout: float = START_TIMEOUT_SEC):
+        """Launch, open the terminal, then start the firmware; returns the open pyserial port. Any
+        failure stops the simulation before the error is raised."""
+        self.launch(timeout, held=True)
+        try:
+            port = self.connect()
+            self._release()
+            return port
+        except BaseException:
+            self.stop()
+            raise
+
+    def _release(self) -> None:
+        """Start the firmware of a held simulation (the bridge waits for a byte on its stdin)."""
+        try:
+            self._proc.stdin.write(b"\n")
+            self._proc.stdin.flush()
+        except OSError as err:
+            raise SimavrError(f"the simavr bridge exited before the firmware started ({err}):\n"
+                              f"{self.log_tail()}") from None
+
     def wait(self, timeout: float) -> int:
-        """Wait for the firmware to stop itself; returns the bridge's status. On timeout the
-        simulation is stopped and SimavrError raised."""
+        """Wait for the firmware to stop itself; returns the bridge's status. Our end of the terminal
+        is closed first: the bridge of a stopped firmware waits for that (see simavr_bridge.c), so
+        read what it printed before. On timeout the simulation is stopped and SimavrError raised."""
+        self._close_terminal()
         try:
             return self._proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.stop()
             raise SimavrError(f"the simulated firmware did not stop within {timeout} s; stopped it") from None
 
-    def stop(self) -> Optional[int]:
-        """Close the terminal and end the simulation (SIGTERM, then SIGKILL after a deadline).
-        Returns the bridge's status, or None if it was not running. Safe to call more than once."""
+    def _close_terminal(self) -> None:
         if self.serial is not None:
             try:
                 self.serial.close()
             except Exception:  # noqa: BLE001 - closing a dead terminal must not hide the real error
                 pass
             self.serial = None
+
+    def stop(self) -> Optional[int]:
+        """Close the terminal and end the simulation (SIGTERM, then SIGKILL after a deadline).
+        Returns the bridge's status, or None if it was not running. Safe to call more than once."""
+        self._close_terminal()
         proc, self._proc = self._proc, None
         _LIVE.discard(self)
         if proc is None:
             return None
         if proc.poll() is None:
             stop_process_group(proc, STOP_TIMEOUT_SEC)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                try:
+                    pipe.close()
+                except OSError:  # a pipe to a dead bridge: nothing left to say
+                    pass
         return proc.returncode
 
     def __enter__(self) -> SimavrProcess:

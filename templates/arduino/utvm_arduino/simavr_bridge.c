@@ -2,14 +2,16 @@
  * utvm-simavr-bridge: run an AVR firmware under libsimavr (cycle-exact) with its UART0 on a
  * pseudo-terminal, so a host opens the simulated board's serial port as it would a real one.
  *
- *   utvm-simavr-bridge --mcu atmega2560 --freq 16000000 [--capture FILE] [--wait-open] FIRMWARE.elf
+ *   utvm-simavr-bridge --mcu atmega2560 --freq 16000000 [--start-on-stdin] FIRMWARE.elf
  *
- * It prints "pty <path of the terminal>" on stdout once the terminal exists, then runs the
- * firmware. Bytes the firmware sends go to the terminal (and, with --capture, to FILE from the first
- * cycle on, so nothing printed before a host looks is lost there); bytes written to the terminal
- * enter the UART as fast as its receive FIFO takes them. With --wait-open the firmware starts only
- * once a host has the terminal open. The bridge exits when the firmware stops (interrupts off and
- * asleep: status 0), crashes (status 3), or its parent dies (Linux).
+ * It prints "pty <path of the terminal>" on stdout once the terminal exists, and starts the firmware
+ * once a host has the terminal open, or with --start-on-stdin once a byte arrives on stdin (a host
+ * that has opened the terminal and flushed it says so: nothing the firmware sends is lost then).
+ * Bytes the firmware sends go to the terminal (and are dropped while no host has it open, as on a
+ * wire); bytes written to the terminal enter the UART as fast as its receive FIFO takes them.
+ * When the firmware stops (interrupts off and asleep: status 0) or crashes (status 3), the bridge
+ * exits once the host has closed the terminal (at most LINGER_MSEC later): closing a terminal's
+ * master discards what its reader has not read yet. It also exits when its parent dies (Linux).
  * On exit it prints "cycles <n>" on stderr: the simulated clock's cycles since reset.
  *
  * Built on the machine from Debian's libsimavr-dev:
@@ -45,6 +47,8 @@
 #define MAX_IDLE_USEC 20000u
 /* How long the firmware may be held up by a terminal nobody reads before output is dropped. */
 #define STALL_LIMIT_MSEC 2000
+/* How long a stopped firmware's last bytes wait for the host to read them and close the terminal. */
+#define LINGER_MSEC 5000
 
 typedef struct queue {
   uint8_t data[QUEUE_BYTES];
@@ -55,7 +59,6 @@ typedef struct queue {
 static avr_t *avr;
 static avr_irq_t *uart_input;
 static int master = -1;
-static FILE *capture;
 static queue_t to_host;  /* firmware -> terminal */
 static queue_t to_board; /* terminal -> firmware */
 static int uart_ready;   /* the UART's receive FIFO takes bytes (XON seen, no XOFF since) */
@@ -86,10 +89,6 @@ static void feed_uart(void) {
 static void on_uart_output(struct avr_irq_t *irq, uint32_t value, void *param) {
   (void)irq;
   (void)param;
-  if (capture != NULL) {
-    fputc((int)(value & 0xFFu), capture);
-    fflush(capture);
-  }
   if (host_present) {
     push(&to_host, (uint8_t)value);
   }
@@ -197,6 +196,13 @@ static int open_terminal(void) {
     tcsetattr(fd, TCSANOW, &raw);
   }
   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  /* Until its other end has been opened once, a master reports no hang-up, as if a host had the
+   * terminal open: open and close it, so that terminal_open() tells the truth from the start. */
+  int other = open(ptsname(fd), O_RDWR | O_NOCTTY);
+  if (other < 0) {
+    die("cannot open the pseudo-terminal");
+  }
+  close(other);
   return fd;
 }
 
@@ -209,16 +215,15 @@ static void log_to_stderr(avr_t *a, const int level, const char *format, va_list
 }
 
 static void usage(void) {
-  fprintf(stderr, "usage: utvm-simavr-bridge --mcu MCU --freq HZ [--capture FILE] [--wait-open] FIRMWARE.elf\n");
+  fprintf(stderr, "usage: utvm-simavr-bridge --mcu MCU --freq HZ [--start-on-stdin] FIRMWARE.elf\n");
   exit(2);
 }
 
 int main(int argc, char **argv) {
   const char *mcu = NULL;
   const char *firmware = NULL;
-  const char *capture_path = NULL;
   unsigned long freq = 0;
-  int wait_open = 0;
+  int start_on_stdin = 0;
   elf_firmware_t fw;
   uint32_t flags = 0;
   int state;
@@ -236,10 +241,8 @@ int main(int argc, char **argv) {
       mcu = argv[++i];
     } else if (strcmp(argv[i], "--freq") == 0 && i + 1 < argc) {
       freq = strtoul(argv[++i], NULL, 10);
-    } else if (strcmp(argv[i], "--capture") == 0 && i + 1 < argc) {
-      capture_path = argv[++i];
-    } else if (strcmp(argv[i], "--wait-open") == 0) {
-      wait_open = 1;
+    } else if (strcmp(argv[i], "--start-on-stdin") == 0) {
+      start_on_stdin = 1;
     } else if (argv[i][0] == '-' || firmware != NULL) {
       usage();
     } else {
@@ -273,13 +276,15 @@ int main(int argc, char **argv) {
   avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_OUT_XON), on_xon, NULL);
   avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_OUT_XOFF), on_xoff, NULL);
 
-  if (capture_path != NULL && (capture = fopen(capture_path, "wb")) == NULL) {
-    die("cannot open the capture file");
-  }
   master = open_terminal();
   printf("pty %s\n", ptsname(master));
   fflush(stdout);
-  if (wait_open) {
+  if (start_on_stdin) {
+    char go;
+    if (read(STDIN_FILENO, &go, 1) != 1) {
+      return 1; /* the host went away before it started the firmware */
+    }
+  } else {
     while (!terminal_open()) {
       usleep(2000);
     }
@@ -296,14 +301,11 @@ int main(int argc, char **argv) {
     }
   } while (state != cpu_Done && state != cpu_Crashed);
 
-  /* Let the last bytes reach a host that is still there. */
-  for (int i = 0; i < 200 && host_present && to_host.len > 0u; i++) {
+  /* The last bytes reach a host that is still there, which reads them and closes the terminal. */
+  for (int i = 0; i < LINGER_MSEC / 10 && host_present; i++) {
     service_terminal(10000u);
   }
   fprintf(stderr, "cycles %llu\n", (unsigned long long)avr->cycle);
-  if (capture != NULL) {
-    fclose(capture);
-  }
   avr_terminate(avr);
   return state == cpu_Done ? 0 : 3;
 }
