@@ -22,6 +22,7 @@ from utvm.model_library import load
 
 sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "templates" / "arduino")]
 from utvm_arduino import memory, runners  # noqa: E402
+from utvm_arduino.simavr import SimavrError, SimavrProcess  # noqa: E402
 
 from project_api import flash_runners  # noqa: E402
 
@@ -190,6 +191,15 @@ def test_flashing_a_board_that_is_not_plugged_in_says_which_ids_were_looked_for(
 
 
 # ---- model_library: constants in flash for AVR targets ------------------------------------------
+
+
+def test_simavr_refuses_an_image_that_is_not_for_avr(tmp_path):
+    # libsimavr's loader crashes on another architecture's ELF; the run names the image instead.
+    host_elf = tmp_path / "p.ino.elf"
+    host_elf.write_bytes(Path(sys.executable).resolve().read_bytes()[:4096])
+    with pytest.raises(SimavrError, match="p.ino.elf is not an AVR image"):
+        SimavrProcess(host_elf, "atmega2560", 16_000_000, 115200, tmp_path / "build").launch()
+    assert not (tmp_path / "build").exists()  # refused before the bridge was built or started
 
 
 def test_an_avr_archive_keeps_its_constants_in_flash(tmp_path_factory, tmp_path):

@@ -41,7 +41,7 @@ sys.path.insert(0, str(HERE))  # utvm_arduino, beside this file in the template 
 
 from utvm_arduino import build as sketch_build  # noqa: E402
 from utvm_arduino import memory, runners, sketch  # noqa: E402
-from utvm_arduino.simavr import SimavrProcess, build_bridge  # noqa: E402
+from utvm_arduino.simavr import SimavrProcess, build_bridge, is_avr_elf  # noqa: E402
 
 from project_api import board_records, flash_runners, npy, template_support, uart_firmware  # noqa: E402
 from project_api import standalone_report as standalone  # noqa: E402
@@ -297,9 +297,7 @@ class ArduinoHandler(UartFirmwareHandler):
         board = self._board()
         elf = self._elf()
         if self._emulated(board, options):
-            with open(elf, "rb") as f:
-                header = f.read(20)
-            if header[:4] != b"\x7fELF" or int.from_bytes(header[18:20], "little") != 83:  # EM_AVR
+            if not is_avr_elf(elf):
                 raise BuildError(f"{elf.name} is not an AVR image")
             build_bridge(HERE / "build")
             _log(options, f"{board['name']} runs under simavr: the image is loaded when the transport opens")

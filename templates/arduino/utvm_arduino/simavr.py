@@ -43,6 +43,13 @@ class SimavrError(RuntimeError):
     """The bridge cannot be built, or the simulation did not start."""
 
 
+def is_avr_elf(path) -> bool:
+    """Whether path is an ELF image for AVR (libsimavr's loader crashes on anything else)."""
+    with open(path, "rb") as f:
+        header = f.read(20)
+    return header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == 83  # EM_AVR
+
+
 def build_bridge(build_dir: Path) -> Path:
     """The bridge program in build_dir, compiled from its source when missing or older."""
     build_dir = Path(build_dir)
@@ -103,6 +110,8 @@ class SimavrProcess:
         terminal, or when `held`, once `_release()` says so."""
         if not self.elf.is_file():
             raise SimavrError(f"firmware image {self.elf} does not exist; build the project first")
+        if not is_avr_elf(self.elf):
+            raise SimavrError(f"{self.elf.name} is not an AVR image; build the project again (`utvm build`)")
         bridge = build_bridge(self.build_dir)
         cmd = [str(bridge), "--mcu", self.mcu, "--freq", str(self.clock_hz)]
         cmd += ["--start-on-stdin", str(self.elf)] if held else [str(self.elf)]
