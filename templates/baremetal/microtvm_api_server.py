@@ -11,6 +11,11 @@ Project types (option ``project_type``):
 - ``aot_standalone``: the image runs the model once on inputs baked into it, prints the outputs
   and the timer ticks over the UART and exits (through semihosting under QEMU);
   the ``utvm_run_standalone`` extension runs it and returns the parsed report.
+- ``mlperftiny``: the device under test of the MLPerf Tiny runner (``-o mlperf_model=kws01``...),
+  speaking the runner's text protocol on the UART over the same runtime and AOT entry point. A
+  physical board is driven on its serial port; for an emulated one the ``utvm_open_pty``
+  extension starts QEMU and puts its UART behind a pseudo-terminal the runner can open (``utvm
+  pty``). The lap times come from the device timer: under QEMU, guest time (instructions).
 
 ``generate_project`` resolves the board and checks that the model fits it, then writes a
 self-contained project: this server and the floor it stands on (``project_api/``), the
@@ -40,7 +45,7 @@ sys.path.insert(0, str(HERE))  # utvm_baremetal, beside this file in the templat
 
 from utvm_baremetal import render, size_report, standalone  # noqa: E402
 
-from project_api import board_records, flash_runners, npy, template_support, usb_discovery  # noqa: E402
+from project_api import board_records, flash_runners, mlperftiny, npy, template_support, usb_discovery  # noqa: E402
 from project_api.emulator_clock import emulator_clock  # noqa: E402
 from project_api.errors import (  # noqa: E402
     BuildError,
@@ -51,13 +56,24 @@ from project_api.errors import (  # noqa: E402
 )
 from project_api.mlf import read_model_archive  # noqa: E402
 from project_api.options import ProjectOption  # noqa: E402
+from project_api.pty_bridge import PtyBridge  # noqa: E402
 from project_api.qemu import QemuProcess  # noqa: E402
 from project_api.record import read_record  # noqa: E402
 from project_api.server import GeneratedProject, ProjectAPIHandler, TransportTimeouts, main  # noqa: E402
 
 PLATFORM_NAME = "baremetal"
 ARCHIVE = "model.tar"
-PROJECT_TYPES = ("host_driven", "aot_standalone")
+PROJECT_TYPES = ("host_driven", "aot_standalone", mlperftiny.PROJECT_TYPE)
+# Why a project of one type refuses a step meant for others.
+WRONG_TYPE = {
+    "host_driven": "this is a host_driven project; open a session instead (`utvm run`)",
+    "aot_standalone": "this is an aot_standalone project: it has no transport; "
+                      "run it with `utvm run` (the utvm_run_standalone extension)",
+    "mlperftiny": "this is an mlperftiny project: the MLPerf Tiny runner drives it, on the board's serial "
+                  "port, or for an emulated board on the pseudo-terminal `utvm pty` gives",
+}
+# The runtime files an mlperftiny image needs besides its app: no session, only the plan.
+MLPERF_RUNTIME_SOURCES = ("src/backend.c", "src/plan.c")
 ELF = "build/firmware.elf"
 MAP_FILE = "build/firmware.map"
 SIZES_FILE = "build/sizes.json"
@@ -86,7 +102,11 @@ def _options_schema():
         opt("project_type", type="str", choices=list(PROJECT_TYPES), default="host_driven",
             optional=["generate_project"],
             help="host_driven: the runtime serves the host over the UART; aot_standalone: the image runs "
-                 "the model once on baked-in inputs and prints the outputs"),
+                 "the model once on baked-in inputs and prints the outputs; mlperftiny: the MLPerf Tiny "
+                 "runner's device under test (needs mlperf_model)"),
+        opt(mlperftiny.MODEL_ID_OPTION, type="str", choices=list(mlperftiny.MODEL_IDS),
+            optional=["generate_project"],
+            help="mlperftiny: the benchmark the model is for (the runner picks its test by it)"),
         opt("input_npz", type="str", default="", optional=["generate_project"],
             help="aot_standalone: .npz of the inputs to bake in, by input name (default: seeded random)"),
         opt("stack_bytes", type="int", default=render.DEFAULT_STACK_BYTES, optional=["generate_project"],
@@ -155,9 +175,16 @@ def _generate(mlf_path, project_dir, options):
         raise UserError(f"stack_bytes={stack}: the main stack must be a multiple of 8 between "
                         f"{MIN_STACK_BYTES} and the board's RAM ({board.get('ram_bytes')} bytes)",
                         hint=f"the default is {render.DEFAULT_STACK_BYTES}")
-    board_records.check_fit(board, board_records.footprint_from_metadata(
-        archive.metadata, runtime_ram=RUNTIME_RAM_BYTES + stack, runtime_flash=RUNTIME_FLASH_BYTES))
     project_type = options["project_type"]
+    mlperf, input_file_bytes = None, 0
+    if project_type == mlperftiny.PROJECT_TYPE:
+        mlperf = mlperftiny.dut_config(archive.metadata, _mlperf_model(options),
+                                       mlperftiny.dut_name(board["name"], board["kind"] == "emulated"),
+                                       note=_mlperf_note(board))
+        input_file_bytes = int(mlperf["UTVM_MLPERF_INPUT_BYTES"].rstrip("u"))  # the firmware's buffer
+    board_records.check_fit(board, board_records.footprint_from_metadata(
+        archive.metadata, runtime_ram=RUNTIME_RAM_BYTES + stack + input_file_bytes,
+        runtime_flash=RUNTIME_FLASH_BYTES))
     inputs = _standalone_inputs(archive, options.get("input_npz")) if project_type == "aot_standalone" else {}
     project_dir.mkdir(parents=True)
     shutil.copy2(__file__, project_dir / "microtvm_api_server.py")
@@ -167,7 +194,13 @@ def _generate(mlf_path, project_dir, options):
     archive.extract(project_dir / "model")
 
     files = template_support.runtime_files(RUNTIME_DIR)
-    app_sources = []
+    runtime_sources = [RUNTIME_DIR / rel for rel in files["sources"]]
+    app_sources, extra_headers = [], []
+    if mlperf is not None:
+        runtime_sources = [RUNTIME_DIR / rel for rel in MLPERF_RUNTIME_SOURCES]
+        runtime_sources += [RUNTIME_DIR / rel for rel in files[f"{mlperftiny.RUNTIME_PART}_sources"]]
+        extra_headers = [header for rel in files[f"{mlperftiny.RUNTIME_PART}_includes"]
+                         for header in sorted((RUNTIME_DIR / rel).glob("*.h"))]
     if project_type == "aot_standalone":
         npy.write_npz(project_dir / STANDALONE_INPUTS_NPZ, inputs)
         source = project_dir / STANDALONE_INPUTS_C
@@ -176,13 +209,32 @@ def _generate(mlf_path, project_dir, options):
         app_sources.append(source)
     render.write_firmware_tree(
         project_dir, board, project_type, RUNTIME_DIR / "include",
-        runtime_sources=[RUNTIME_DIR / rel for rel in files["sources"]],
+        runtime_sources=runtime_sources,
         generated_sources=sorted((project_dir / "model" / "codegen" / "host" / "src").glob("*.c")),
         include_dirs=[project_dir / "model" / "codegen" / "host" / "include"],
-        app_sources=app_sources, stack_bytes=stack,
+        app_sources=app_sources, extra_headers=extra_headers, stack_bytes=stack,
     )
+    if mlperf is not None:
+        (project_dir / "include" / mlperftiny.CONFIG_HEADER).write_text(
+            mlperftiny.config_header(mlperf, archive.name))
     _log(options, f"generated {project_type} project for {archive.name} on {board['name']} in {project_dir}")
     return GeneratedProject(board=board, archive=ARCHIVE)
+
+
+def _mlperf_model(options):
+    model_id = options.get(mlperftiny.MODEL_ID_OPTION)
+    if not model_id:
+        raise UserError("project_type=mlperftiny needs the benchmark the model is for",
+                        hint=f"add -o {mlperftiny.MODEL_ID_OPTION}= one of {', '.join(mlperftiny.MODEL_IDS)}")
+    return model_id
+
+
+def _mlperf_note(board):
+    """The caveat the firmware of an emulated board prints with its lap times."""
+    if board["kind"] != "emulated":
+        return ""
+    return (f"{board['name']} is emulated by QEMU: m-lap-us is guest time, which under -icount counts "
+            "instructions; it is not a real-board time")
 
 
 # ---- the generated project (standard library and pyserial only) -------------------------------
@@ -200,6 +252,7 @@ class BaremetalHandler(ProjectAPIHandler):
     def __init__(self):
         self._qemu = None
         self._serial = None
+        self._bridge = None
 
     # -- helpers --
 
@@ -234,11 +287,10 @@ class BaremetalHandler(ProjectAPIHandler):
             raise UserError(str(err),
                             hint="plug the board in, or name its port with -o serial_port=...") from None
 
-    def _host_driven_board(self, options):
+    def _host_driven_board(self, options, types=("host_driven",)):
         board = self._board()
-        if options["project_type"] != "host_driven":
-            raise ProjectStateError("this is an aot_standalone project: it has no transport; "
-                                    "run it with `utvm run` (the utvm_run_standalone extension)")
+        if options["project_type"] not in types:
+            raise ProjectStateError(WRONG_TYPE[options["project_type"]])
         return board
 
     # -- Project API --
@@ -281,7 +333,7 @@ class BaremetalHandler(ProjectAPIHandler):
             _log(options, f"{board['name']} is emulated: the image is loaded when the transport opens")
 
     def open_transport(self, options):
-        board = self._host_driven_board(options)
+        board = self._host_driven_board(options, types=("host_driven", mlperftiny.PROJECT_TYPE))
         self.close_transport()
         if board["kind"] == "emulated":
             self._qemu = self._qemu_process(board, options)
@@ -296,6 +348,9 @@ class BaremetalHandler(ProjectAPIHandler):
                                  session_established_timeout_sec=60.0)
 
     def close_transport(self):
+        if self._bridge is not None:  # first: its threads read and write the UART
+            bridge, self._bridge = self._bridge, None
+            bridge.close()
         port, self._serial = self._serial, None
         runner, self._qemu = self._qemu, None
         try:
@@ -357,6 +412,36 @@ class BaremetalHandler(ProjectAPIHandler):
             url = self._physical_port(board, options)
         return {"kind": "serial", "url": url, "baudrate": board["baud"]}
 
+    def utvm_open_pty(self, options):
+        """Extension (mlperftiny): the serial device path a tool such as the MLPerf Tiny runner opens.
+        For an emulated board QEMU is started here with its UART behind a new pseudo-terminal
+        (until close_transport); a physical board's own serial port is returned as it is.
+        Returns {path, bridged, baudrate, note}."""
+        board = self._host_driven_board(options, types=(mlperftiny.PROJECT_TYPE,))
+        self.close_transport()
+        if board["kind"] != "emulated":
+            return {"path": self._physical_port(board, options), "bridged": False, "baudrate": board["baud"],
+                    "note": ""}
+        self._qemu = self._qemu_process(board, options)
+        self._serial = self._qemu.start()
+        self._bridge = PtyBridge(self.read_transport, self.write_transport, name="QEMU UART")
+        path = self._bridge.start()
+        _log(options, f"{board['name']}'s UART is on {path}")
+        return {"path": path, "bridged": True, "baudrate": board["baud"],
+                "note": f"{EMULATOR_NOTE}; {emulator_clock(board, options).note()}"}
+
+    def utvm_pty_status(self):
+        """Extension: whether the pseudo-terminal of utvm_open_pty still reaches the device:
+        {path, open, error}."""
+        bridge = self._bridge
+        if bridge is None:
+            return {"path": None, "open": False, "error": "no pseudo-terminal is open"}
+        error = bridge.error
+        status = self._qemu.poll() if self._qemu else None
+        if status is not None:
+            error = f"QEMU exited with status {status}" + (f" ({error})" if error else "")
+        return {"path": bridge.path, "open": bridge.alive and status is None, "error": error}
+
     def utvm_resolve_board(self, options):
         """Extension: the record of the board option, as generate_project will resolve it (the
         client compiles a model for its TVM target before generating)."""
@@ -379,7 +464,7 @@ class BaremetalHandler(ProjectAPIHandler):
         generate_project (standalone_inputs.npz); giving others is refused."""
         board = self._board()
         if options["project_type"] != "aot_standalone":
-            raise ProjectStateError("this is a host_driven project; open a session instead (`utvm run`)")
+            raise ProjectStateError(WRONG_TYPE[options["project_type"]])
         if inputs:
             raise UserError("this aot_standalone image runs on the inputs baked into it at generate time "
                             f"({STANDALONE_INPUTS_NPZ}); it takes no others",

@@ -8,6 +8,10 @@ Two kinds of project (option ``project_type``):
 - ``aot_standalone``: a program that reads each input from an ``.npy`` file, runs the model once
   and writes each output to an ``.npy`` file (``build/model_standalone IN.npy ... -o OUTDIR``);
   the ``utvm_run_standalone`` extension runs it on given inputs.
+- ``mlperftiny``: the device under test of the MLPerf Tiny runner (``-o mlperf_model=kws01``...),
+  speaking the runner's text protocol on stdin/stdout over the same runtime and AOT entry point.
+  The ``utvm_open_pty`` extension starts it behind a pseudo-terminal, whose path the runner
+  opens as a serial port (``utvm pty``); ``open_transport`` relays its bytes too.
 
 ``generate_project`` writes a self-contained project: this server and the floor it stands on
 (``project_api/``), the runtime sources, the model sources and a copy of the MLF, and a plain
@@ -27,17 +31,27 @@ HERE = pathlib.Path(__file__).resolve().parent
 # The floor: a generated project carries its copy beside this file; the template uses utvm's.
 sys.path.insert(0, str(HERE if (HERE / "project_api").is_dir() else HERE.parents[1]))
 
-from project_api import board_records, npy, template_support  # noqa: E402
+from project_api import board_records, mlperftiny, npy, template_support  # noqa: E402
 from project_api.child_process import PipeChild  # noqa: E402
 from project_api.errors import BuildError, ProjectStateError, TransportClosedError, UserError  # noqa: E402
 from project_api.mlf import read_model_archive  # noqa: E402
 from project_api.options import ProjectOption  # noqa: E402
+from project_api.pty_bridge import PtyBridge  # noqa: E402
 from project_api.record import read_record  # noqa: E402
 from project_api.server import GeneratedProject, ProjectAPIHandler, TransportTimeouts, main  # noqa: E402
 
 PLATFORM_NAME = "host"
 ARCHIVE = "model.tar"
-PROGRAMS = {"host_driven": "build/model_device", "aot_standalone": "build/model_standalone"}
+PROGRAMS = {"host_driven": "build/model_device", "aot_standalone": "build/model_standalone",
+            "mlperftiny": "build/model_mlperftiny"}
+# Why a project of one type refuses a step meant for others.
+WRONG_TYPE = {
+    "host_driven": "this is a host_driven project: open a session instead (`utvm run`)",
+    "aot_standalone": "this is an aot_standalone project: it has no transport; run "
+                      f"{PROGRAMS['aot_standalone']} IN.npy ... -o OUTDIR (or `utvm run`) instead",
+    "mlperftiny": "this is an mlperftiny project: the MLPerf Tiny runner drives it; put it on a "
+                  "pseudo-terminal with `utvm pty`",
+}
 # read_transport with no timeout_sec waits at most this long (a call must never hang).
 DEFAULT_READ_TIMEOUT_SEC = 300.0
 RUNTIME_DIR = HERE.parent / "runtime"
@@ -50,8 +64,12 @@ PROJECT_OPTIONS = [
         default="host_driven",
         optional=["generate_project"],
         help="host_driven: the device runtime driven over stdin/stdout; "
-        "aot_standalone: a program that runs the model on .npy files, no host needed",
+        "aot_standalone: a program that runs the model on .npy files, no host needed; "
+        "mlperftiny: the MLPerf Tiny runner's device under test (needs mlperf_model)",
     ),
+    ProjectOption(mlperftiny.MODEL_ID_OPTION, type="str", choices=list(mlperftiny.MODEL_IDS),
+                  optional=["generate_project"],
+                  help="mlperftiny: the benchmark the model is for (the runner picks its test by it)"),
     ProjectOption("cc", type="str", default="cc", optional=["build"],
                   help="C compiler that build runs (cc, gcc, clang...)"),
     ProjectOption("cflags", type="str", default="", optional=["build"],
@@ -71,6 +89,10 @@ def _io_lines(entries):
 
 
 def _usage(project_type, program):
+    if project_type == "mlperftiny":
+        return (f"`{program}` is the MLPerf Tiny runner's device under test, on its stdin/stdout.\n"
+                "`utvm pty .` puts it behind a pseudo-terminal and prints the path to give the runner\n"
+                "(see utvm's docs/mlperftiny.md).\n")
     if project_type == "host_driven":
         return (f"`{program}` is the device: it speaks utvm's host-driven protocol on its stdin/stdout.\n"
                 "Drive it with `utvm run . [--input NAME=x.npy] [--output out.npz] [--benchmark]\n"
@@ -85,26 +107,40 @@ def _generate(mlf_path, project_dir, options):
     archive = read_model_archive(mlf_path)  # refuses a malformed archive before anything is written
     board = board_records.resolve_board("host", PLATFORM_NAME)
     project_type = options["project_type"]
+    mlperf = None
+    if project_type == mlperftiny.PROJECT_TYPE:
+        mlperf = mlperftiny.dut_config(archive.metadata, _mlperf_model(options),
+                                       mlperftiny.dut_name(board["name"], emulated=False))
     project_dir.mkdir(parents=True)
     shutil.copy2(__file__, project_dir / "microtvm_api_server.py")
     shutil.copy2(mlf_path, project_dir / ARCHIVE)
     archive.extract(project_dir / "model")
 
-    files = template_support.copy_runtime(RUNTIME_DIR, project_dir / "runtime", ports=["posix"])
+    files = template_support.copy_runtime(RUNTIME_DIR, project_dir / "runtime",
+                                          ports=["posix", mlperftiny.RUNTIME_PART])
     (project_dir / "src").mkdir()
-    for name in ("npy.c", "npy.h", "standalone_main.c"):
+    for name in ("npy.c", "npy.h", "standalone_main.c", "mlperftiny_main.c"):
         shutil.copy2(HERE / "src" / name, project_dir / "src" / name)
 
+    # A pipe is fast and RAM is plentiful: the runtime's fast-link configuration.
+    defines = [f"-D{d}" for d in files["fast_link_defines"]] + ['-DUTVM_BOARD_NAME=\\"host\\"']
     if project_type == "host_driven":
-        strict = [f"runtime/{rel}" for rel in files["copied_sources"]]
+        strict = [f"runtime/{rel}" for rel in files["copied_sources"]
+                  if rel not in files[f"{mlperftiny.RUNTIME_PART}_sources"]]
+    elif mlperf is not None:
+        header = mlperftiny.config_header(mlperf, archive.name)
+        (project_dir / "src" / mlperftiny.CONFIG_HEADER).write_text(header)
+        strict = ["runtime/src/backend.c", "runtime/src/plan.c", "runtime/ports/posix/port_posix.c",
+                  *(f"runtime/{rel}" for rel in files[f"{mlperftiny.RUNTIME_PART}_sources"]),
+                  "src/mlperftiny_main.c"]
+        # Every line leaves as it is written: the runner waits at most 30 s for each.
+        defines.append("-DUTVM_POSIX_OUT_BUFFER=1")
     else:
         # No session: the generated plan only needs the backend's workspace and error symbols.
         strict = ["runtime/src/backend.c", "src/npy.c", "src/standalone_main.c"]
     generated = sorted(str(p.relative_to(project_dir))
                        for p in (project_dir / "model").glob("codegen/host/src/*.c"))
     includes = [f"runtime/{rel}" for rel in files["copied_includes"]] + ["model/codegen/host/include", "src"]
-    # A pipe is fast and RAM is plentiful: the runtime's fast-link configuration.
-    defines = [f"-D{d}" for d in files["fast_link_defines"]] + ['-DUTVM_BOARD_NAME=\\"host\\"']
     program = PROGRAMS[project_type]
     common = {"model_name": archive.name, "project_type": project_type, "program": program}
     template_support.render_file(HERE / "Makefile.in", project_dir / "Makefile", dict(
@@ -117,21 +153,26 @@ def _generate(mlf_path, project_dir, options):
     return GeneratedProject(board=board, archive=ARCHIVE)
 
 
+def _mlperf_model(options):
+    model_id = options.get(mlperftiny.MODEL_ID_OPTION)
+    if not model_id:
+        raise UserError("project_type=mlperftiny needs the benchmark the model is for",
+                        hint=f"add -o {mlperftiny.MODEL_ID_OPTION}= one of {', '.join(mlperftiny.MODEL_IDS)}")
+    return model_id
+
+
 class HostHandler(ProjectAPIHandler):
     def __init__(self):
         self._device = None
+        self._bridge = None
 
     def _program(self, options, want=None):
         """The built program of this project, checked to exist (and to be of type want)."""
         if read_record(HERE) is None:
             raise ProjectStateError("the template has no device; generate a project first")
         project_type = options["project_type"]
-        if want is not None and project_type != want:
-            if project_type == "aot_standalone":
-                raise ProjectStateError("this is an aot_standalone project: it has no transport; run "
-                                        f"{PROGRAMS[project_type]} IN.npy ... -o OUTDIR "
-                                        "(or `utvm run`) instead")
-            raise ProjectStateError("this is a host_driven project: open a session instead (`utvm run`)")
+        if want is not None and project_type not in want:
+            raise ProjectStateError(WRONG_TYPE[project_type])
         program = HERE / PROGRAMS[project_type]
         if not program.is_file():
             raise ProjectStateError(f"{PROGRAMS[project_type]} does not exist; build the project first")
@@ -170,7 +211,7 @@ class HostHandler(ProjectAPIHandler):
         _log(options, "nothing to flash: the device is a host process, started when a transport opens")
 
     def open_transport(self, options):
-        program = self._program(options, want="host_driven")
+        program = self._program(options, want=("host_driven", "mlperftiny"))
         self.close_transport()
         _log(options, f"starting {program.relative_to(HERE)}")
         self._device = PipeChild([str(program)], cwd=str(HERE), name="device process")
@@ -178,6 +219,9 @@ class HostHandler(ProjectAPIHandler):
                                  session_established_timeout_sec=60.0)
 
     def close_transport(self):
+        if self._bridge is not None:  # first: its threads read and write the device
+            bridge, self._bridge = self._bridge, None
+            bridge.close()
         if self._device is not None:
             device, self._device = self._device, None
             device.close()
@@ -195,8 +239,27 @@ class HostHandler(ProjectAPIHandler):
 
     def utvm_open_direct_transport(self, options):
         """Extension: how a utvm client starts the device itself (its pipes carry the bytes)."""
-        program = self._program(options, want="host_driven")
+        program = self._program(options, want=("host_driven",))
         return {"kind": "subprocess", "argv": [str(program)], "cwd": str(HERE)}
+
+    def utvm_open_pty(self, options):
+        """Extension (mlperftiny): start the device behind a new pseudo-terminal, for a tool that
+        opens a serial port by path (the MLPerf Tiny runner). Returns {path, bridged, note}; the
+        device runs until close_transport."""
+        program = self._program(options, want=(mlperftiny.PROJECT_TYPE,))
+        self.close_transport()
+        _log(options, f"starting {program.relative_to(HERE)} behind a pseudo-terminal")
+        self._device = PipeChild([str(program)], cwd=str(HERE), name="device process")
+        self._bridge = PtyBridge(self.read_transport, self.write_transport, name="device process")
+        return {"path": self._bridge.start(), "bridged": True, "note": ""}
+
+    def utvm_pty_status(self):
+        """Extension: whether the pseudo-terminal of utvm_open_pty still reaches the device:
+        {path, open, error}."""
+        bridge = self._bridge
+        if bridge is None:
+            return {"path": None, "open": False, "error": "no pseudo-terminal is open"}
+        return {"path": bridge.path, "open": bridge.alive, "error": bridge.error}
 
     def utvm_resolve_board(self, options):
         """Extension: the board record (always this machine's), for the client to pick the target."""
@@ -209,7 +272,7 @@ class HostHandler(ProjectAPIHandler):
     def utvm_run_standalone(self, options, inputs=None, timeout_sec=600.0):
         """Extension: run the aot_standalone program once. inputs maps every input's name to its
         bytes in hex (the archive gives dtype and shape). Returns {outputs: [{index, name, hex}]}."""
-        program = self._program(options, want="aot_standalone")
+        program = self._program(options, want=("aot_standalone",))
         archive = read_model_archive(HERE / ARCHIVE)
         given = dict(inputs or {})
         missing = [e["name"] for e in archive.inputs if e["name"] not in given]
