@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Dict, Mapping, Optional
+import time
+from typing import Any, Callable, Dict, Mapping, Optional
 
-from .errors import UserError
+from .errors import IoTimeoutError, ServerError, UserError
 
 PROJECT_TYPE = "mlperftiny"
 CONFIG_HEADER = "utvm_mlperf_config.h"
@@ -177,3 +178,30 @@ def config_header(config: Mapping[str, str], model_name: Optional[str] = None) -
 def dut_name(board_name: str, emulated: bool) -> str:
     """The name the firmware answers to `name%` with: utvm and the board, marked when emulated."""
     return f"utvm {board_name}" + (" (emulated)" if emulated else "")
+
+
+# How long a device may take to print its boot lines (QEMU under -icount included).
+BOOT_TIMEOUT_SEC = 30.0
+READY_LINE = b"m-ready\r\n"
+
+
+class DeviceBootError(ServerError):
+    """The device did not print its boot lines."""
+
+
+def read_boot_lines(read: Callable[[int, float], bytes], timeout: float = BOOT_TIMEOUT_SEC) -> str:
+    """Read the device's boot lines, up to and including m-ready, with a Project API handler's
+    read_transport; returns them. Taken before a runner may open the device, so that the first
+    reply it reads is the one to its first command, not the boot lines."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while READY_LINE not in data:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise DeviceBootError(f"the device printed no {READY_LINE.decode()} within {timeout:g} s of "
+                                  f"starting; it said: {data[-300:]!r}")
+        try:
+            data += read(256, min(remaining, 1.0))
+        except IoTimeoutError:
+            pass
+    return data.decode("ascii", "replace")

@@ -424,6 +424,11 @@ class BaremetalHandler(ProjectAPIHandler):
                     "note": ""}
         self._qemu = self._qemu_process(board, options)
         self._serial = self._qemu.start()
+        try:
+            mlperftiny.read_boot_lines(self.read_transport)
+        except BaseException:
+            self.close_transport()
+            raise
         self._bridge = PtyBridge(self.read_transport, self.write_transport, name="QEMU UART")
         path = self._bridge.start()
         _log(options, f"{board['name']}'s UART is on {path}")

@@ -250,6 +250,11 @@ class HostHandler(ProjectAPIHandler):
         self.close_transport()
         _log(options, f"starting {program.relative_to(HERE)} behind a pseudo-terminal")
         self._device = PipeChild([str(program)], cwd=str(HERE), name="device process")
+        try:
+            mlperftiny.read_boot_lines(self.read_transport)
+        except BaseException:
+            self.close_transport()
+            raise
         self._bridge = PtyBridge(self.read_transport, self.write_transport, name="device process")
         return {"path": self._bridge.start(), "bridged": True, "note": ""}
 
