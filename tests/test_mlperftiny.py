@@ -11,6 +11,7 @@ The results are the dequantized outputs with six decimals, so "equal" is within 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -135,6 +136,46 @@ def test_a_model_that_does_not_fit_its_benchmark_is_refused(metadata, model_id, 
     with pytest.raises(UserError) as err:
         mlperftiny.dut_config(metadata, model_id, "d")
     assert words in err.value.message and err.value.hint
+
+
+# Every conversion and result kind: (model id, input, output).
+CONFIGS = {
+    "kws01-int8": ("kws01", _io("int8", [1, 490], 0.5, 83), _io("int8", [1, 12], 1 / 256, -128)),
+    "ic01-int8": ("ic01", _io("int8", [1, 32, 32, 3], 1.0, -128), _io("int8", [1, 10], 1 / 256, -128)),
+    "vww01-uint8": ("vww01", _io("uint8", [1, 96, 96, 3], 1.0, 0), _io("uint8", [1, 2], 1 / 256, 0)),
+    "ad01-int8": ("ad01", _io("int8", [1, 640], 0.39, 89), _io("int8", [1, 640], 0.36, 96)),
+    "ad01-float": ("ad01", _io("float32", [1, 640]), _io("float32", [1, 640])),
+}
+
+
+@pytest.mark.parametrize("cpu", ["cortex-m0plus", "cortex-m3", "cortex-m7"])
+def test_the_dut_compiles_warning_free_for_every_configuration_on_cortex_m(cpu, repo_root, tmp_path):
+    """Portable C: each benchmark's configuration, with -Wall -Wextra -Werror, on cores with and
+    without an FPU (M0+ has no 64-bit division or float hardware either)."""
+    cc = require_tool("arm-none-eabi-gcc")
+    runtime = repo_root / "templates" / "runtime"
+    for key, (model_id, given, result) in CONFIGS.items():
+        folder = tmp_path / key
+        folder.mkdir()
+        config = mlperftiny.dut_config({"inputs": [given], "outputs": [result]}, model_id, "utvm test",
+                                       "a note")
+        (folder / mlperftiny.CONFIG_HEADER).write_text(mlperftiny.config_header(config, key))
+        compiled = subprocess.run(
+            [cc, f"-mcpu={cpu}", "-mthumb", "-Os", "-std=c99", "-Wall", "-Wextra", "-Werror", "-c",
+             f"-I{folder}", f"-I{runtime / 'include'}", f"-I{runtime / 'apps' / 'mlperftiny'}",
+             str(runtime / "apps" / "mlperftiny" / "mlperftiny.c"), "-o", str(folder / "dut.o")],
+            capture_output=True, text=True)
+        assert compiled.returncode == 0, f"{key} on {cpu}:\n{compiled.stderr}"
+
+
+def test_runtime_mk_lists_the_dut_as_runtime_files_json_does(repo_root):
+    runtime = repo_root / "templates" / "runtime"
+    files = json.loads((runtime / "runtime_files.json").read_text())
+    mk = (runtime / "runtime.mk").read_text()
+    for key, var in (("sources", "SRCS"), ("includes", "INCLUDES")):
+        listed = [f"$(UTVM_RUNTIME_DIR)/{rel}" for rel in files[f"{mlperftiny.RUNTIME_PART}_{key}"]]
+        assert f"UTVM_RUNTIME_MLPERFTINY_{var} := {' '.join(listed)}" in mk
+        assert all((runtime / rel).exists() for rel in files[f"{mlperftiny.RUNTIME_PART}_{key}"])
 
 
 # ---- the pseudo-terminal bridge -------------------------------------------------------------
