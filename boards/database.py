@@ -49,7 +49,13 @@ class Board:
     emulator: Optional[dict]  # {"system", "machine", "cpu"}
     twin: Optional[str]
     notes: Optional[str] = None
-    uart: Optional[dict] = None  # bare-metal UART driver: {"driver", "base", "rx_irq"}
+    # Bare-metal UART driver: {"driver", "base", "rx_irq"}; STM32 USARTs add "bus", "rcc_bit", the
+    # "tx" / "rx" pins ("PA2") and their alternate function "af".
+    uart: Optional[dict] = None
+    mcu: Optional[dict] = None  # the part: {"part", "irqs" (interrupt lines in its vector table)}
+    # Bare-metal clock tree: {"driver", "hsi_hz", "rcc_modelled", "pll": {m, n, p, q, apb1_div,
+    # apb2_div, flash_latency}}; with the PLL the core runs at clock_hz.
+    clock: Optional[dict] = None
     zephyr_board: Optional[str] = None
     arduino_fqbn: Optional[str] = None
     gpu: Optional[dict] = None
@@ -116,7 +122,8 @@ def _problems(name: str, rec: Any, names: set) -> list:
         out.append(f"{name}: target must be a TVM target dict with a 'kind'")
     if rec["fpu"] and rec["float_abi"] not in ("hard", "softfp"):
         out.append(f"{name}: an FPU ({rec['fpu']}) needs float_abi hard or softfp")
-    for path in (("memory", "flash", "origin"), ("memory", "ram", "origin"), ("uart", "base")):
+    for path in (("memory", "flash", "origin"), ("memory", "ram", "origin"), ("memory", "ccm", "origin"),
+                 ("uart", "base")):
         node = rec
         for key in path:
             node = node.get(key) if isinstance(node, dict) else None
@@ -132,6 +139,8 @@ def _problems(name: str, rec: Any, names: set) -> list:
                 out.append(f"{name}: memory.{region}.length must equal {size_key}")
     if "baremetal" in rec["platforms"] and (memory is None or not rec.get("uart")):
         out.append(f"{name}: a baremetal board needs a memory map and a uart")
+    if rec.get("clock") is not None or rec.get("mcu") is not None:
+        out += _stm32_problems(name, rec)
     if rec["emulator"] is not None and not rec["emulator"].get("system"):
         out.append(f"{name}: emulator needs a 'system' (the emulator binary)")
     if rec["kind"] == "emulated" and rec["emulator"] is None:
@@ -139,6 +148,45 @@ def _problems(name: str, rec: Any, names: set) -> list:
     twin = rec["twin"]
     if twin is not None and twin not in names:
         out.append(f"{name}: twin {twin!r} is not in the database")
+    return out
+
+
+_PIN = re.compile(r"^P[A-K]([0-9]|1[0-5])$")
+_APB_DIVS = (1, 2, 4, 8, 16)
+
+
+def _is_count(value: Any, low: int = 0, high: Optional[int] = None) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low and (
+        high is None or value <= high)
+
+
+def _stm32_problems(name: str, rec: dict) -> list:
+    """The STM32F4 fields the bare-metal port builds its clock, USART and vector table from."""
+    out = []
+    mcu, clock, uart = rec.get("mcu") or {}, rec.get("clock") or {}, rec.get("uart") or {}
+    if not (mcu.get("part") and _is_count(mcu.get("irqs"), 1, 496)):
+        out.append(f"{name}: mcu needs a 'part' and 'irqs' (1 to 496 interrupt lines)")
+    elif _is_count(uart.get("rx_irq")) and uart["rx_irq"] >= mcu["irqs"]:
+        out.append(f"{name}: uart.rx_irq {uart['rx_irq']} is past the part's {mcu['irqs']} interrupts")
+    if clock.get("driver") != "stm32f4":
+        return out + [f"{name}: clock.driver must be 'stm32f4' (the only clock driver)"]
+    pll = clock.get("pll") or {}
+    counts = {"m": (2, 63), "n": (50, 432), "q": (2, 15), "flash_latency": (0, 15)}
+    if not _is_count(clock.get("hsi_hz"), 1) or not isinstance(clock.get("rcc_modelled"), bool):
+        out.append(f"{name}: clock needs 'hsi_hz' and 'rcc_modelled' (false under an emulator without RCC)")
+    elif not all(_is_count(pll.get(k), lo, hi) for k, (lo, hi) in counts.items()) \
+            or pll.get("p") not in (2, 4, 6, 8) or pll.get("apb1_div") not in _APB_DIVS \
+            or pll.get("apb2_div") not in _APB_DIVS:
+        out.append(f"{name}: clock.pll needs m (2-63), n (50-432), p (2, 4, 6 or 8), q (2-15), "
+                   f"apb1_div and apb2_div ({', '.join(map(str, _APB_DIVS))}) and flash_latency")
+    elif clock["hsi_hz"] // pll["m"] * pll["n"] // pll["p"] != rec["clock_hz"]:
+        out.append(f"{name}: clock_hz {rec['clock_hz']} is not what clock.pll makes "
+                   f"({clock['hsi_hz']} / {pll['m']} x {pll['n']} / {pll['p']})")
+    if uart.get("driver") != "stm32f4_usart" or uart.get("bus") not in ("apb1", "apb2") \
+            or not _is_count(uart.get("rcc_bit"), 0, 31) or not _is_count(uart.get("af"), 0, 15) \
+            or not all(_PIN.match(str(uart.get(k))) for k in ("tx", "rx")):
+        out.append(f"{name}: an STM32 uart needs driver 'stm32f4_usart', bus (apb1 or apb2), rcc_bit "
+                   "(its enable bit), tx and rx pins ('PA2') and af (0-15)")
     return out
 
 

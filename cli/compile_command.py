@@ -1,4 +1,4 @@
-"""`utvm compile MODEL -o model.tar [--target T] [--format F] [--name N]`.
+"""`utvm compile MODEL -o model.tar [--target T] [--format F] [--name N] [--no-check]`.
 
 Nothing heavy is imported here: TVM loads only when the command runs, so `utvm --help` stays fast.
 """
@@ -57,6 +57,13 @@ def register(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="keep TVM's float emulation of quantized operators instead of integer kernels",
     )
+    parser.add_argument(
+        "--no-check",
+        dest="check",
+        action="store_false",
+        help="skip the check that runs the archive's C against TVM's LLVM build and the model's "
+        "framework before writing it (faster; the archive is then unchecked)",
+    )
     parser.add_argument("--json", action="store_true", help="print the memory summary as JSON")
     parser.set_defaults(func=handle_compile)
     return parser
@@ -95,6 +102,7 @@ def handle_compile(args) -> int:
         alignment=args.alignment,
         integer_ops=not args.float_quantized,
         rounding=args.rounding,
+        check=args.check,
         progress=progress,
     )
     library = load(output)

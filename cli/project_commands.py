@@ -120,7 +120,9 @@ def _compile_model(model: pathlib.Path, workdir: pathlib.Path, target) -> pathli
     from utvm.model_library import compile as compile_model
 
     progress(f"compiling {model} for target {target} (this can take a minute)...")
-    return pathlib.Path(compile_model(model, workdir / "model.tar", target=target))
+    # The compile-time check runs the archive's C against TVM's own build before anything is generated.
+    archive = compile_model(model, workdir / "model.tar", target=target, check=True, progress=progress)
+    return pathlib.Path(archive)
 
 
 def cmd_create_project(args) -> int:

@@ -16,13 +16,17 @@ from typing import Any, Callable
 
 from . import c_sources, metadata
 from .archive import write_archive
+from .c_names import c_identifier
+from .check import check_archive
 from .errors import ModelError
 from .frontends import import_model, require_model_file
 from .integer_ops import rewrite_integer_ops
 from .kernel_codegen import generate_kernels
+from .library import from_files
 from .lowering import lower, prim_funcs_in
 from .memory_planner import LiveBuffer, check_plan, peak_live_bytes, plan_offsets
 from .plan import ExecutionPlan, extract_plan, live_ranges
+from .source_runtimes import RUNTIME_NAMES, SourceModel
 from .targets import parse_target, target_string, tvm_target
 from .workspace_schedule import minimize_workspace
 
@@ -40,6 +44,7 @@ def compile_model(
     fmt: str | None = None,
     model_name: str | None = None,
     input_shapes: dict | None = None,
+    check: bool = True,
     **options,
 ) -> Path:
     """Compile `model` into the MLF archive `output` and return its path.
@@ -54,8 +59,14 @@ def compile_model(
     them again; `integer_ops` (default True) runs quantized operators as integer kernels with
     TFLite's arithmetic instead of TVM's float emulation; `rounding` ("single" / "double") forces
     their requantization rounding (default: as TFLite's reference kernel for each operator);
-    `progress`, a callable taking one line of text. Raises ModelError (a UserError) for a model
-    that cannot be compiled; nothing is written at `output` then.
+    `progress`, a callable taking one line of text.
+
+    `check` (default True) runs the archive's C on this machine before the archive is written and
+    compares it, kernel by kernel and output by output, with TVM's LLVM build of the same module
+    and with the model's own framework where it is installed (see `check.py`); it needs a C
+    compiler and costs a few seconds. Raises ModelError (a UserError) for a model that cannot be
+    compiled, and CheckError (one) for an archive that would give wrong answers; nothing is
+    written at `output` then.
     """
     unknown = sorted(set(options) - set(_KNOWN_OPTIONS))
     if unknown:
@@ -127,6 +138,16 @@ def compile_model(
         "codegen/host/include/" + c_sources.support_header()[0]: c_sources.support_header()[1].encode(),
         "src/relax.txt": lowered.script().encode(),
     }
+    if check:
+        source = None
+        if imported.fmt in RUNTIME_NAMES:
+            source = SourceModel(imported.fmt, model, options.get("example_inputs"))
+        library = from_files(Path(output), files)
+        kernel_funcs = [k.prim_func for k in plan.kernels]
+        report = check_archive(
+            library, lowered, kernel_funcs, plan.copy_funcs, source, imported.label, progress
+        )
+        progress(report.summary())
     progress("writing the archive")
     return write_archive(Path(output), files)
 
@@ -161,8 +182,12 @@ def relax_module(
 
 
 def _assign_symbols(plan: ExecutionPlan, prefix: str) -> None:
+    taken: set = set()
+    symbols: dict = {}  # kernels that run the same PrimFunc share its C function
     for kernel in plan.kernels:
-        kernel.function = f"{prefix}_{kernel.prim_func}"
+        if kernel.prim_func not in symbols:
+            symbols[kernel.prim_func] = c_identifier(f"{prefix}_{kernel.prim_func}", taken)
+        kernel.function = symbols[kernel.prim_func]
     count = 0
     for tensor in plan.tensors:
         if tensor.storage == "const" and tensor.root == tensor.id:

@@ -8,13 +8,15 @@ shape, or a model without inputs. TVM and the format packages are imported lazil
 from __future__ import annotations
 
 import hashlib
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .c_names import c_identifier
 from .errors import ModelError
+from .importer_errors import check_onnx_tensors, check_tflite_operators, run_importer
+from .onnx_legacy import restate_legacy_ops
 
 FORMATS = ("tflite", "onnx", "relax", "torch")
 _EXTENSIONS = {
@@ -67,8 +69,8 @@ class ImportedModel:
 
 def sanitize_name(name: str) -> str:
     """A C identifier made from `name` (used as the model name and symbol prefix)."""
-    cleaned = re.sub(r"\W", "_", name.strip()).strip("_") or "model"
-    return f"m_{cleaned}" if cleaned[0].isdigit() else cleaned
+    cleaned = c_identifier(name.strip(), prefix="m_").rstrip("_")
+    return cleaned if cleaned not in ("", "m") else "model"
 
 
 def detect_format(path: Path, data: bytes) -> str:
@@ -162,11 +164,12 @@ def _import_tflite(path: Path, data: bytes, name: str, digest: str, input_shapes
         raise ModelError(f"{path}: corrupt or truncated TFLite file ({type(err).__name__}: {err})") from None
     if not inputs:
         raise ModelError(f"{path}: the model has no inputs", hint="utvm compiles models that take an input")
+    check_tflite_operators(model, path)
     from tvm import relax
     from tvm.relax.frontend.tflite import from_tflite
 
     shape_dict = {k: tuple(v) for k, v in (input_shapes or {}).items()} or None
-    mod = _run_importer(path, "TFLite", lambda: from_tflite(model, shape_dict=shape_dict))
+    mod = run_importer(path, "TFLite", lambda: from_tflite(model, shape_dict=shape_dict))
     mod = _bind_detached_params(mod, relax)
     imported = ImportedModel(mod, name, "tflite", str(path), digest)
     imported.inputs = [TensorInfo(n, quantization=q) for n, q in inputs]
@@ -237,6 +240,8 @@ def _import_onnx(path: Path, data: bytes, name: str, digest: str, input_shapes) 
         onnx.checker.check_model(model)
     except Exception as err:  # DecodeError on truncation, ValidationError on a malformed graph
         raise ModelError(f"{path}: corrupt or truncated ONNX file ({type(err).__name__}: {err})") from None
+    check_onnx_tensors(model, path)
+    restate_legacy_ops(model)
     initializers = {init.name for init in model.graph.initializer}
     graph_inputs = [i for i in model.graph.input if i.name not in initializers]
     if not graph_inputs:
@@ -260,7 +265,7 @@ def _import_onnx(path: Path, data: bytes, name: str, digest: str, input_shapes) 
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
-    mod = _run_importer(path, "ONNX", lambda: from_onnx(model, shape_dict=shapes, dtype_dict=dtypes))
+    mod = run_importer(path, "ONNX", lambda: from_onnx(model, shape_dict=shapes, dtype_dict=dtypes))
     mod = _bind_detached_params(mod, relax)
     imported = ImportedModel(mod, name, "onnx", str(path), digest)
     imported.inputs = [TensorInfo(value.name) for value in graph_inputs]
@@ -394,7 +399,7 @@ def _import_torch(model, example_inputs, label: str | None = None) -> ImportedMo
             model = torch.export.export(model.eval(), tuple(example_inputs))
         except Exception as err:
             raise ModelError(f"{label}: torch.export failed ({type(err).__name__}: {err})") from None
-    mod = _run_importer(label, "PyTorch", lambda: from_exported_program(model))
+    mod = run_importer(label, "PyTorch", lambda: from_exported_program(model))
     mod = _bind_detached_params(mod, relax)
     imported = _import_relax(mod, label, sanitize_name(type(model).__name__), _module_digest(mod))
     imported.fmt = "torch"
@@ -402,28 +407,6 @@ def _import_torch(model, example_inputs, label: str | None = None) -> ImportedMo
 
 
 # ---------------------------------------------------------------- checks shared by every format
-
-
-def _run_importer(label, frontend: str, convert):
-    import tvm
-
-    try:
-        return convert()
-    except tvm.error.OpNotImplemented as err:
-        raise ModelError(
-            f"{label}: operator not supported by TVM's {frontend} importer: {_first_line(err)}",
-            hint="replace the operator in the model, or compile with a TVM that implements it",
-        ) from None
-    except Exception as err:
-        raise ModelError(
-            f"{label}: TVM's {frontend} importer failed: {type(err).__name__}: {_first_line(err)}"
-        ) from None
-
-
-def _first_line(err: Exception) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    informative = [line for line in lines if "not supported" in line or "Operator" in line]
-    return (informative or lines or [type(err).__name__])[0]
 
 
 def _check_static(imported: ImportedModel) -> None:

@@ -23,7 +23,8 @@ from .errors import UserError
 
 DATABASE_NAME = "boards.json"
 # Fields holding addresses, written in the database as hex strings.
-_ADDRESS_FIELDS = (("memory", "flash", "origin"), ("memory", "ram", "origin"), ("uart", "base"))
+_ADDRESS_FIELDS = (("memory", "flash", "origin"), ("memory", "ram", "origin"), ("memory", "ccm", "origin"),
+                   ("uart", "base"))
 
 
 def default_database_path() -> pathlib.Path:

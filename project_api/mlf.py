@@ -250,8 +250,8 @@ def _check_sizes(metadata: dict, fail) -> None:
     if memory["constant_bytes"] > sum(consts) + CONSTANT_SLACK_BYTES * len(consts):
         fail(f"memory.constant_bytes is {memory['constant_bytes']}, "
              f"but the plan's constants hold {sum(consts)}")
-    io = sum(tensors[e["tensor"]]["nbytes"] for side in ("inputs", "outputs") for e in metadata[side]
-             if isinstance(e, dict) and _is_count(e.get("tensor")) and e["tensor"] < len(tensors))
+    io_ids = {e["tensor"] for side in ("inputs", "outputs") for e in metadata[side]}  # a tensor may be both
+    io = sum(tensors[i]["nbytes"] for i in io_ids)
     if memory["io_bytes"] != io:
         fail(f"memory.io_bytes is {memory['io_bytes']}, but the inputs and outputs hold {io}")
 
@@ -340,7 +340,13 @@ def read_model_archive(path, cls=ModelArchive) -> ModelArchive:
     """Read and validate the archive at `path` (as cls, a ModelArchive subclass); raise ArchiveError
     if it is malformed or unsafe."""
     path = Path(path)
-    files = read_archive(path)
+    return archive_from_files(path, read_archive(path), cls)
+
+
+def archive_from_files(path, files: Dict[str, bytes], cls=ModelArchive) -> ModelArchive:
+    """Validate archive entries held in memory ({archive path: bytes}) as cls; `path` names them in
+    errors. The same checks as read_model_archive, for an archive not yet written."""
+    path = Path(path)
     if METADATA_FILE not in files:
         raise ArchiveError(f"{path}: no metadata.json; this is not a Model Library Format archive")
     metadata = parse_metadata(files[METADATA_FILE], str(path))

@@ -4,7 +4,9 @@ The device side of the runner's protocol is portable C in the runtime
 (``templates/runtime/apps/mlperftiny``); this module is what a template needs around it: the
 benchmarks the runner knows, the check that a model fits one, and the generated C header that
 tells the firmware how the benchmark's input files map onto the model's input and how its output
-becomes the result vector. The runner's input files are, per benchmark:
+becomes the result vector; and for the server, the project option naming the benchmark and the
+device's boot before a pseudo-terminal (pty_bridge) is handed out. The runner's input files are,
+per benchmark:
 
 | id | benchmark | one input file |
 |---|---|---|
@@ -25,14 +27,20 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from .errors import IoTimeoutError, ServerError, UserError
+from .options import ProjectOption
+from .pty_bridge import PtyBridge
 
 PROJECT_TYPE = "mlperftiny"
+# The project_type option's help for this type, in every template that offers it.
+TYPE_HELP = "mlperftiny: the MLPerf Tiny runner's device under test (needs mlperf_model)"
 CONFIG_HEADER = "utvm_mlperf_config.h"
 # The runtime's files for this project type (runtime_files.json keys mlperftiny_sources/_includes).
 RUNTIME_PART = "mlperftiny"
+# The runtime's own sources an mlperftiny image builds besides the app: no session, only the plan.
+PLAN_SOURCES = ("src/backend.c", "src/plan.c")
 MODEL_ID_OPTION = "mlperf_model"
 # The runner reads the device name with the pattern m-name-dut-[NAME]: no brackets, one line.
 _NAME_FORBIDDEN = set('[]"\\')
@@ -70,6 +78,31 @@ _CONVERSIONS = {
 }
 _OUTPUT_TYPES = {"int8": "UTVM_MLPERF_OUTPUT_I8", "uint8": "UTVM_MLPERF_OUTPUT_U8",
                  "float32": "UTVM_MLPERF_OUTPUT_F32"}
+
+
+def model_option() -> ProjectOption:
+    """The option that names the benchmark of an mlperftiny project."""
+    return ProjectOption(MODEL_ID_OPTION, type="str", choices=list(MODEL_IDS), optional=["generate_project"],
+                         help="mlperftiny: the benchmark the model is for (the runner picks its test by it)")
+
+
+def chosen_model_id(options: Mapping[str, Any]) -> str:
+    """The benchmark of an mlperftiny project's options; UserError when it is not given."""
+    given = options.get(MODEL_ID_OPTION)
+    if not given:
+        raise UserError("project_type=mlperftiny needs the benchmark the model is for",
+                        hint=f"add -o {MODEL_ID_OPTION}= one of {', '.join(MODEL_IDS)}")
+    return given
+
+
+def input_file_bytes(options: Mapping[str, Any]) -> int:
+    """The size of the firmware's input buffer: one of the benchmark's input files."""
+    return BENCHMARKS[chosen_model_id(options)].file_bytes
+
+
+def runtime_sources(files: Mapping[str, Any]) -> List[str]:
+    """The runtime's sources (relative to it) an mlperftiny image builds, from runtime_files.json."""
+    return [*PLAN_SOURCES, *files[f"{RUNTIME_PART}_sources"]]
 
 
 def _elements(shape) -> int:
@@ -152,6 +185,16 @@ def dut_config(metadata: Mapping[str, Any], model_id: str, dut_name: str, note: 
     }
 
 
+def board_config(metadata: Mapping[str, Any], options: Mapping[str, Any], board: Mapping[str, Any]) \
+        -> Dict[str, str]:
+    """dut_config for a project's options and board record: the device is named for the board, and
+    an emulated board's firmware says with its lap times that they are QEMU's guest time."""
+    emulated = board.get("kind") == "emulated"
+    note = (f"{board['name']} is emulated by QEMU: m-lap-us is guest time, which under -icount counts "
+            "instructions; it is not a real-board time") if emulated else ""
+    return dut_config(metadata, chosen_model_id(options), dut_name(board["name"], emulated), note)
+
+
 def _clean_name(text: str) -> str:
     return "".join(" " if (c in _NAME_FORBIDDEN or not c.isprintable()) else c for c in str(text)).strip()
 
@@ -205,3 +248,13 @@ def read_boot_lines(read: Callable[[int, float], bytes], timeout: float = BOOT_T
         except IoTimeoutError:
             pass
     return data.decode("ascii", "replace")
+
+
+def bridge_device(read: Callable[[int, float], bytes], write: Callable[[bytes, float], None],
+                  name: str) -> PtyBridge:
+    """Take a just-started device's boot lines, then put it behind a new pseudo-terminal (started;
+    its path is ``.path``). read and write are the handler's read_transport and write_transport."""
+    read_boot_lines(read)
+    bridge = PtyBridge(read, write, name=name)
+    bridge.start()
+    return bridge

@@ -17,7 +17,7 @@ import os
 import select
 import threading
 import tty
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 from .errors import IoTimeoutError
 
@@ -130,3 +130,14 @@ class PtyBridge:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def bridge_status(bridge: Optional[PtyBridge], device_ended: Optional[str] = None) -> Dict[str, Any]:
+    """A server's report on its bridge: {path, open, error}. ``device_ended`` says why the device
+    behind it has gone, when the server knows before the bridge does (QEMU's exit status)."""
+    if bridge is None:
+        return {"path": None, "open": False, "error": "no pseudo-terminal is open"}
+    error = bridge.error
+    if device_ended:
+        error = device_ended + (f" ({error})" if error else "")
+    return {"path": bridge.path, "open": bridge.alive and not device_ended, "error": error}

@@ -129,6 +129,58 @@ def test_bad_records_are_all_reported(tmp_path):
         assert expected in message
 
 
+def _stm32(**changes) -> dict:
+    """A sound STM32F4 bare-metal record, with changes."""
+    rec = _raw(platforms=["baremetal"], clock_hz=84000000, ram_bytes=98304, flash_bytes=524288,
+               memory={"flash": {"origin": "0x08000000", "length": 524288},
+                       "ram": {"origin": "0x20000000", "length": 98304}},
+               mcu={"part": "STM32F401RE", "irqs": 85},
+               clock={"driver": "stm32f4", "hsi_hz": 16000000, "rcc_modelled": True,
+                      "pll": {"m": 8, "n": 168, "p": 4, "q": 7, "apb1_div": 2, "apb2_div": 1,
+                              "flash_latency": 2}},
+               uart={"driver": "stm32f4_usart", "base": "0x40004400", "rx_irq": 38, "bus": "apb1",
+                     "rcc_bit": 17, "tx": "PA2", "rx": "PA3", "af": 7})
+    rec.update(changes)
+    return rec
+
+
+def test_stm32_records_are_checked(tmp_path):
+    assert _database(tmp_path, {"ok": _stm32()})
+    good = _stm32()
+    with pytest.raises(UserError) as info:
+        _database(tmp_path, {
+            "clock": _stm32(clock_hz=100000000),
+            "pin": _stm32(uart=dict(good["uart"], tx="PA16")),
+            "irq": _stm32(mcu={"part": "STM32F401RE", "irqs": 30}),
+            "div": _stm32(clock=dict(good["clock"], pll=dict(good["clock"]["pll"], apb1_div=3))),
+            "ccm": _stm32(memory=dict(good["memory"], ccm={"origin": "CCM", "length": 65536})),
+        })
+    message = str(info.value)
+    for expected in ("clock: clock_hz 100000000 is not what clock.pll makes (16000000 / 8 x 168 / 4)",
+                     "pin: an STM32 uart needs driver 'stm32f4_usart'",
+                     "irq: uart.rx_irq 38 is past the part's 30 interrupts",
+                     "div: clock.pll needs m (2-63)", "ccm: memory.ccm.origin must be"):
+        assert expected in message, message
+
+
+def test_stm32_boards_and_their_twin():
+    f401, f446, twin = get_board("nucleo_f401re"), get_board("nucleo_f446re"), get_board("netduinoplus2")
+    assert (f401.ram_bytes, f401.flash_bytes, f446.ram_bytes, f446.flash_bytes) == (96 << 10, 512 << 10,
+                                                                                  128 << 10, 512 << 10)
+    for board in (f401, f446):
+        assert board.kind == "physical" and board.platforms == ("baremetal",)
+        assert board.usb_vid_pid == ("0483:374b",) and twin_of(board).name == "netduinoplus2"
+        assert (board.uart["base"], board.uart["tx"], board.uart["rx"]) == (0x40004400, "PA2", "PA3")
+        assert list(board.runners) == ["openocd", "pyocd"] and board.runners["pyocd"]["target"]
+    # QEMU wires its first -serial to USART1; its RCC is not modelled.
+    assert (twin.uart["base"], twin.uart["rx_irq"], twin.clock["rcc_modelled"]) == (0x40011000, 37, False)
+    assert twin.memory["ccm"] == {"origin": 0x10000000, "length": 64 << 10}
+    assert twin.emulator["machine"] == "netduinoplus2" and twin_of(twin).name == "nucleo_f446re"
+    # The newer USART (ISR / RDR / TDR) of the F7 and L4 parts has no driver here: Zephyr only.
+    for name in ("nucleo_f746zg", "stm32f746g_disco", "nucleo_l4r5zi"):
+        assert get_board(name).platforms == ("zephyr",) and "bare-metal" in get_board(name).notes
+
+
 def test_twin_must_pair_physical_with_emulated(tmp_path):
     with pytest.raises(UserError, match="must pair a physical board with an emulated one"):
         _database(tmp_path, {"a": _raw(twin="b"), "b": _raw(twin="a")})

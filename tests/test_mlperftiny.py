@@ -25,7 +25,9 @@ from mlperftiny_runner import SpecRunner, pipe_link, serial_link
 from utvm.project_api import mlperftiny
 from utvm.project_api.child_process import PipeChild
 from utvm.project_api.errors import UserError
-from utvm.project_api.pty_bridge import PtyBridge
+from utvm.project_api.project import TemplateProject
+from utvm.project_api.pty_bridge import PtyBridge, bridge_status
+from utvm.templates import template_path
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -178,6 +180,19 @@ def test_runtime_mk_lists_the_dut_as_runtime_files_json_does(repo_root):
         assert all((runtime / rel).exists() for rel in files[f"{mlperftiny.RUNTIME_PART}_{key}"])
 
 
+@pytest.mark.parametrize("name, offered", [("host", True), ("baremetal", True), ("zephyr", False)])
+def test_templates_offering_mlperftiny_and_only_they_serve_the_pty_extensions(name, offered):
+    """The UART firmware handler brings the type, its option and the extensions to the templates
+    that offer it (bare-metal) and none of them to those that do not (Zephyr)."""
+    with TemplateProject.from_directory(template_path(name), echo=False) as template:
+        extensions = template.info()["utvm_extensions"]
+        options = {o.name: o for o in template.project_options}
+    assert ("utvm_open_pty" in extensions, "utvm_pty_status" in extensions) == (offered, offered)
+    assert ("mlperftiny" in options["project_type"].choices) == offered
+    assert (mlperftiny.MODEL_ID_OPTION in options) == offered
+    assert (mlperftiny.TYPE_HELP in options["project_type"].help) == offered
+
+
 # ---- the pseudo-terminal bridge -------------------------------------------------------------
 
 
@@ -200,6 +215,10 @@ def test_the_pty_bridge_carries_bytes_both_ways_and_reports_the_end_of_the_link(
             port.write(b"again")
             assert port.read(5) == b"again"
         assert bridge.alive and bridge.error is None
+        assert bridge_status(bridge) == {"path": path, "open": True, "error": None}
+        # The server may know first that the device has gone (QEMU's exit status).
+        assert bridge_status(bridge, "QEMU exited with status 1") == {
+            "path": path, "open": False, "error": "QEMU exited with status 1"}
         child.close()  # the device goes away
         for _ in range(100):
             if not bridge.alive:
@@ -207,6 +226,9 @@ def test_the_pty_bridge_carries_bytes_both_ways_and_reports_the_end_of_the_link(
             os.sched_yield()
             bridge._stop.wait(0.05)
         assert not bridge.alive and "cat's link ended" in bridge.error
+        status = bridge_status(bridge)
+        assert not status["open"] and status["error"] == bridge.error
+        assert bridge_status(None) == {"path": None, "open": False, "error": "no pseudo-terminal is open"}
     finally:
         bridge.close()
         child.close()

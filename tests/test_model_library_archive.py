@@ -82,7 +82,7 @@ def test_extract_writes_everything(good_archive, tmp_path):
 
 def test_input_c_array_helper(good_archive):
     text = ml.load(good_archive).input_c_array("x", np.arange(32, dtype=np.float32), symbol="x_data")
-    assert "const float x_data[32]" in text and "3.1e+01f" in text
+    assert "const float x_data[32]" in text and "31.0f" in text
 
 
 @pytest.mark.parametrize(

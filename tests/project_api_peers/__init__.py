@@ -24,7 +24,7 @@ def make_mlf(path: Path, model_name: str = "tiny") -> Path:
         "inputs": [{"name": "x", "shape": [1], "dtype": "float32", "tensor": 0}],
         "outputs": [{"name": "x", "shape": [1], "dtype": "float32", "tensor": 0}],
         "plan": {"pools": [], "tensors": [tensor], "kernels": []},
-        "memory": {"arena_bytes": 4, "workspace_bytes": 0, "constant_bytes": 0, "io_bytes": 8,
+        "memory": {"arena_bytes": 4, "workspace_bytes": 0, "constant_bytes": 0, "io_bytes": 4,
                    "peak_live_lower_bound_bytes": 4},
     }
     members = {

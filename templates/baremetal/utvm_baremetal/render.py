@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, Tuple
 
 from project_api.template_support import render_file
+
+from . import stm32f4
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent
 PLATFORM_SRC = TEMPLATE_DIR / "src" / "platform"
 APP_SRC = TEMPLATE_DIR / "src" / "app"
 DEFAULT_STACK_BYTES = 8192
 
-# Files in src/platform that belong to one UART driver only; the board record picks one.
+# Files in src/platform that belong to one driver only; the board record picks one of each kind:
+# uart.driver, and clock.driver (clock_fixed.c when the record has no clock tree).
 _UART_PREFIX = "uart_"
+_CLOCK_PREFIX = "clock_"
+_FIXED_CLOCK = "fixed"
+# Placeholders whose values are whole lines of C or linker script.
+_MULTILINE = ("driver_config", "extra_sections")
 
 
 def float_flags(board: dict) -> str:
@@ -29,7 +36,10 @@ def float_flags(board: dict) -> str:
 
 
 def _num_irq(board: dict) -> int:
-    # The vector table only needs to reach the UART's interrupt; whole banks of 32 keep it simple.
+    # A part's own interrupt count when the record gives it (the vector table then matches the
+    # part's); else the table only needs to reach the UART's interrupt, in whole banks of 32.
+    if (board.get("mcu") or {}).get("irqs"):
+        return int(board["mcu"]["irqs"])
     return max(32, (board["uart"]["rx_irq"] // 32 + 1) * 32)
 
 
@@ -42,14 +52,38 @@ def _copy_files(files: Iterable[Path], dest: Path) -> List[Path]:
     return out
 
 
-def platform_sources(board: dict) -> List[Path]:
-    """The platform layer's files for this board: everything but the other boards' UART drivers."""
-    driver = board["uart"]["driver"]
-    chosen = PLATFORM_SRC / f"{_UART_PREFIX}{driver}.c"
+def _driver_file(board: dict, prefix: str, kind: str, driver: str) -> Path:
+    chosen = PLATFORM_SRC / f"{prefix}{driver}.c"
     if not chosen.is_file():
-        raise ValueError(f"board {board['name']}: no bare-metal UART driver {driver!r} (want {chosen.name})")
-    return sorted(p for p in PLATFORM_SRC.iterdir()
-                  if p.suffix in (".c", ".h") and (not p.name.startswith(_UART_PREFIX) or p == chosen))
+        raise ValueError(f"board {board['name']}: no bare-metal {kind} driver {driver!r} "
+                         f"(want {chosen.name})")
+    return chosen
+
+
+def platform_sources(board: dict) -> List[Path]:
+    """The platform layer's files for this board: everything but the other boards' UART and clock
+    drivers."""
+    chosen = {
+        _UART_PREFIX: _driver_file(board, _UART_PREFIX, "UART", board["uart"]["driver"]),
+        _CLOCK_PREFIX: _driver_file(board, _CLOCK_PREFIX, "clock",
+                                    (board.get("clock") or {}).get("driver") or _FIXED_CLOCK),
+    }
+    return sorted(p for p in PLATFORM_SRC.iterdir() if p.suffix in (".c", ".h") and all(
+        not p.name.startswith(prefix) or p == file for prefix, file in chosen.items()))
+
+
+def _ccm(board: dict) -> Tuple[str, str]:
+    """The linker script's CCM region and section, when the part has core-coupled RAM."""
+    ccm = board["memory"].get("ccm")
+    if not ccm:
+        return "", ""
+    region = f"  CCM   (rw)  : ORIGIN = 0x{ccm['origin']:08x}, LENGTH = {ccm['length']}"
+    section = (
+        "  /* Core-coupled RAM, kept apart from RAM: DMA cannot reach it. It holds only what is put in\n"
+        "   * .ccm (__attribute__((section(\".ccm\")))); not loaded, not cleared. */\n"
+        "  .ccm (NOLOAD) : ALIGN(4)\n  {\n    *(.ccm*)\n  } > CCM\n"
+    )
+    return region, section
 
 
 def _into_project(path: Path, project_dir: Path, dest: str) -> Path:
@@ -104,6 +138,7 @@ def write_firmware_tree(
     root = project_dir.resolve()
 
     flash, ram = board["memory"]["flash"], board["memory"]["ram"]
+    ccm_region, ccm_section = _ccm(board)
     values = {
         "board_name": board["name"],
         "board_title": board["title"],
@@ -126,7 +161,10 @@ def write_firmware_tree(
         "num_irq": str(_num_irq(board)),
         "has_fpu": "1" if board.get("fpu") else "0",
         "semihosting": "1" if semihosting else "0",
+        "extra_memory": ccm_region,
+        "extra_sections": ccm_section,
+        "driver_config": "\n".join(stm32f4.config_lines(board)),
     }
     for template, dest in (("Makefile.in", "Makefile"), ("linker.ld.in", "linker.ld"),
                            ("board_config.h.in", "include/board_config.h")):
-        render_file(TEMPLATE_DIR / template, project_dir / dest, values)
+        render_file(TEMPLATE_DIR / template, project_dir / dest, values, multiline=_MULTILINE)

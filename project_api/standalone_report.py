@@ -1,11 +1,28 @@
-"""aot_standalone projects: the C file of inputs baked into the image, and reading the report the
-firmware prints over the UART (see src/app/aot_standalone.c for its format). Standard library only.
+"""aot_standalone images, shared by the templates that build them (bare-metal, Zephyr): the inputs
+baked into the image (from an .npz or seeded random) and the C file holding them, and reading the
+report the firmware prints over its UART. The report's format:
+
+    utvm-standalone <model>
+    status <0 | failing kernel + 1>
+    [error <text>]
+    ticks <n>
+    timer_hz <hz>
+    output <index> <name> <nbytes>
+    x <up to 32 bytes in hex>        (as many lines as the output needs)
+    utvm-end
+
+Standard library only (pyserial where a port is read): generated projects carry this file.
 """
 
 from __future__ import annotations
 
+import random
+import struct
 import time
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from . import npy
+from .errors import UserError
 
 END_LINE = "utvm-end"
 _BYTES_PER_LINE = 16
@@ -13,6 +30,42 @@ _BYTES_PER_LINE = 16
 
 class StandaloneError(RuntimeError):
     """The firmware's report is missing or malformed."""
+
+
+def _seeded_bytes(rng: random.Random, dtype: str, count: int) -> bytes:
+    """count elements of dtype: uniform over an integer type's range, standard normal for floats."""
+    if dtype.startswith("float"):
+        fmt = {"float16": "<e", "float32": "<f", "float64": "<d"}[dtype]
+        return b"".join(struct.pack(fmt, rng.gauss(0.0, 1.0)) for _ in range(count))
+    return rng.randbytes(npy.itemsize(dtype) * count)
+
+
+def baked_inputs(model_inputs: Sequence[dict],
+                 npz_path: Optional[str]) -> Dict[str, Tuple[str, tuple, bytes]]:
+    """{name: (dtype, shape, bytes)} of the inputs to bake into an image, in the model's input order
+    (MLF metadata entries with name, dtype, shape): from npz_path, or seeded random when it is empty.
+    An array missing from the file, or of another dtype or size, is a UserError naming it."""
+    given = npy.read_npz(npz_path) if npz_path else {}
+    rng = random.Random(0)
+    arrays = {}
+    for entry in model_inputs:
+        name, dtype, shape = entry["name"], entry["dtype"], tuple(entry["shape"])
+        count = 1
+        for d in shape:
+            count *= d
+        if npz_path:
+            if name not in given:
+                raise UserError(f"{npz_path} has no array named {name!r}",
+                                hint=f"it has: {', '.join(given) or 'none'}")
+            got_dtype, got_shape, data = given[name]
+            if got_dtype != dtype or len(data) != npy.itemsize(dtype) * count:
+                raise UserError(f"input {name!r} in {npz_path} is {got_dtype} {list(got_shape)}; "
+                                f"the model takes {dtype} {list(shape)}",
+                                hint="save it with that dtype and size")
+            arrays[name] = (dtype, shape, data)
+        else:
+            arrays[name] = (dtype, shape, _seeded_bytes(rng, dtype, count))
+    return arrays
 
 
 def inputs_c_source(inputs: Sequence[Tuple[str, bytes]], alignment: int = 16) -> str:
@@ -84,4 +137,22 @@ def parse_report(text: str) -> Dict:
         out["data"] = bytes(out["data"])
     if "status" not in report:
         raise StandaloneError(f"the report has no status line:\n{text[-2000:]}")
+    return report
+
+
+def run_result(text: str, clock=None, exit_status: Optional[int] = None, emulator_note: str = "") -> Dict:
+    """The result of a utvm_run_standalone call from the firmware's report text: status, error, ticks,
+    timer_hz, outputs [{index, name, hex}], exit_status, emulated, instructions and note. `clock` is
+    the run's emulator_clock.EmulatorClock (None on a physical board); under QEMU -icount the run's
+    instruction count is worked out from its ticks, and the note says what the figures mean."""
+    report = parse_report(text)
+    for out in report["outputs"]:
+        out["hex"] = out.pop("data").hex()
+    report.update(exit_status=exit_status, emulated=clock is not None, instructions=None,
+                  note=emulator_note if clock is not None else "")
+    if clock is not None and clock.counts_instructions and report.get("ticks") is not None \
+            and report.get("timer_hz"):
+        report["instructions"] = clock.instructions(report["ticks"] / report["timer_hz"])
+        report["note"] += (f"; the run took {report['instructions']} instructions "
+                           f"(-icount shift={clock.icount_shift})")
     return report
