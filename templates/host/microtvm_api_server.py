@@ -1,6 +1,6 @@
 """POSIX host template: the model runs as a native process on this machine.
 
-Two kinds of project (option ``project_type``):
+Three kinds of project (option ``project_type``):
 - ``host_driven`` (default): the device runtime serving the host-driven protocol over the
   program's stdin/stdout. ``open_transport`` starts the program and relays its bytes; the
   ``utvm_open_direct_transport`` extension instead tells a utvm client to start it itself, so
@@ -36,7 +36,7 @@ from project_api.child_process import PipeChild  # noqa: E402
 from project_api.errors import BuildError, ProjectStateError, TransportClosedError, UserError  # noqa: E402
 from project_api.mlf import read_model_archive  # noqa: E402
 from project_api.options import ProjectOption  # noqa: E402
-from project_api.pty_bridge import PtyBridge  # noqa: E402
+from project_api.pty_bridge import bridge_status  # noqa: E402
 from project_api.record import read_record  # noqa: E402
 from project_api.server import GeneratedProject, ProjectAPIHandler, TransportTimeouts, main  # noqa: E402
 
@@ -65,11 +65,9 @@ PROJECT_OPTIONS = [
         optional=["generate_project"],
         help="host_driven: the device runtime driven over stdin/stdout; "
         "aot_standalone: a program that runs the model on .npy files, no host needed; "
-        "mlperftiny: the MLPerf Tiny runner's device under test (needs mlperf_model)",
+        + mlperftiny.TYPE_HELP,
     ),
-    ProjectOption(mlperftiny.MODEL_ID_OPTION, type="str", choices=list(mlperftiny.MODEL_IDS),
-                  optional=["generate_project"],
-                  help="mlperftiny: the benchmark the model is for (the runner picks its test by it)"),
+    mlperftiny.model_option(),
     ProjectOption("cc", type="str", default="cc", optional=["build"],
                   help="C compiler that build runs (cc, gcc, clang...)"),
     ProjectOption("cflags", type="str", default="", optional=["build"],
@@ -109,8 +107,7 @@ def _generate(mlf_path, project_dir, options):
     project_type = options["project_type"]
     mlperf = None
     if project_type == mlperftiny.PROJECT_TYPE:
-        mlperf = mlperftiny.dut_config(archive.metadata, _mlperf_model(options),
-                                       mlperftiny.dut_name(board["name"], emulated=False))
+        mlperf = mlperftiny.board_config(archive.metadata, options, board)
     project_dir.mkdir(parents=True)
     shutil.copy2(__file__, project_dir / "microtvm_api_server.py")
     shutil.copy2(mlf_path, project_dir / ARCHIVE)
@@ -130,9 +127,8 @@ def _generate(mlf_path, project_dir, options):
     elif mlperf is not None:
         header = mlperftiny.config_header(mlperf, archive.name)
         (project_dir / "src" / mlperftiny.CONFIG_HEADER).write_text(header)
-        strict = ["runtime/src/backend.c", "runtime/src/plan.c", "runtime/ports/posix/port_posix.c",
-                  *(f"runtime/{rel}" for rel in files[f"{mlperftiny.RUNTIME_PART}_sources"]),
-                  "src/mlperftiny_main.c"]
+        strict = [*(f"runtime/{rel}" for rel in mlperftiny.runtime_sources(files)),
+                  "runtime/ports/posix/port_posix.c", "src/mlperftiny_main.c"]
         # Every line leaves as it is written: the runner waits at most 30 s for each.
         defines.append("-DUTVM_POSIX_OUT_BUFFER=1")
     else:
@@ -151,14 +147,6 @@ def _generate(mlf_path, project_dir, options):
         usage=_usage(project_type, program)), multiline=("inputs", "outputs", "usage"))
     _log(options, f"generated {project_type} project for {archive.name} in {project_dir}")
     return GeneratedProject(board=board, archive=ARCHIVE)
-
-
-def _mlperf_model(options):
-    model_id = options.get(mlperftiny.MODEL_ID_OPTION)
-    if not model_id:
-        raise UserError("project_type=mlperftiny needs the benchmark the model is for",
-                        hint=f"add -o {mlperftiny.MODEL_ID_OPTION}= one of {', '.join(mlperftiny.MODEL_IDS)}")
-    return model_id
 
 
 class HostHandler(ProjectAPIHandler):
@@ -219,8 +207,8 @@ class HostHandler(ProjectAPIHandler):
                                  session_established_timeout_sec=60.0)
 
     def close_transport(self):
-        if self._bridge is not None:  # first: its threads read and write the device
-            bridge, self._bridge = self._bridge, None
+        bridge, self._bridge = self._bridge, None
+        if bridge is not None:  # first: its threads read and write the device
             bridge.close()
         if self._device is not None:
             device, self._device = self._device, None
@@ -251,20 +239,17 @@ class HostHandler(ProjectAPIHandler):
         _log(options, f"starting {program.relative_to(HERE)} behind a pseudo-terminal")
         self._device = PipeChild([str(program)], cwd=str(HERE), name="device process")
         try:
-            mlperftiny.read_boot_lines(self.read_transport)
+            self._bridge = mlperftiny.bridge_device(self.read_transport, self.write_transport,
+                                                    "device process")
         except BaseException:
             self.close_transport()
             raise
-        self._bridge = PtyBridge(self.read_transport, self.write_transport, name="device process")
-        return {"path": self._bridge.start(), "bridged": True, "note": ""}
+        return {"path": self._bridge.path, "bridged": True, "note": ""}
 
     def utvm_pty_status(self):
         """Extension: whether the pseudo-terminal of utvm_open_pty still reaches the device:
         {path, open, error}."""
-        bridge = self._bridge
-        if bridge is None:
-            return {"path": None, "open": False, "error": "no pseudo-terminal is open"}
-        return {"path": bridge.path, "open": bridge.alive, "error": bridge.error}
+        return bridge_status(self._bridge)
 
     def utvm_resolve_board(self, options):
         """Extension: the board record (always this machine's), for the client to pick the target."""
