@@ -17,6 +17,12 @@ from .errors import IoTimeoutError, TransportClosedError
 DEFAULT_TIMEOUT_SEC = 300.0
 
 
+def emulator_name(emulator) -> str:
+    """How messages name an emulator process: QEMU, or the `system` it says it is (e.g. simavr)."""
+    system = str(getattr(emulator, "system", None) or "the emulator")
+    return "QEMU" if system.startswith("qemu-system-") else system
+
+
 class UartLink:
     """The open serial line of one device, or none. Safe to close more than once."""
 
@@ -61,7 +67,7 @@ class UartLink:
         status = self.emulator.poll() if self.emulator else None
         detail = ""
         if status is not None:
-            name = getattr(self.emulator, "system", None) or "the emulator"
+            name = emulator_name(self.emulator)
             tail = self.emulator.log_tail(1000) if hasattr(self.emulator, "log_tail") else ""
             detail = f"; {name} exited with status {status}" + (f":\n{tail}" if tail.strip() else "")
         return TransportClosedError(f"the device's UART closed: {err}{detail}")

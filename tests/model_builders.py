@@ -302,7 +302,7 @@ ONNX_WORKING_KINDS = tuple(k for k in ONNX_KINDS if k not in ("unsupported_op", 
 def make_small_tflite(path: str | Path, quantized: bool = True, seed: int = 0, in_dim: int = 16,
                       out_dim: int = 8) -> Path:
     """Write a tiny TFLite model: input [1, in_dim] -> FULLY_CONNECTED(out_dim) + RELU -> output
-    [1, out_dim] (16 and 8 by default).
+    [1, out_dim] (16 and 8 unless given).
 
     With `quantized`, tensors are int8 with per-tensor scales (int32 bias), as TFLite's full-integer
     quantization writes them; otherwise float32.
