@@ -2,6 +2,7 @@
 
     utvm run PROJECT [--input NAME=x.npy ...] [--output out.npz] [--benchmark] [--profile]
                      [--validate] [--json]
+    utvm run --tracker HOST:PORT --key KEY MODEL ...     the same on a board of the farm
 
 Inputs are named or numbered (``--input 0=x.npy`` or ``--input input_1=x.npy``); any input not
 given is filled with seeded random values of the right dtype and shape, and the seed is printed.
@@ -38,7 +39,9 @@ def register(subparsers) -> None:
         description="Run the model of a generated (host-driven) project on its device. Inputs not given "
         "are seeded random values of the right dtype and shape.",
     )
-    p.add_argument("project", metavar="PROJECT_DIR", help="a generated, built project")
+    p.add_argument("project", metavar="PROJECT_DIR",
+                   help="a generated, built project; with --tracker, the MODEL (an MLF archive or a model "
+                   "file, compiled here for the board)")
     p.add_argument(
         "-i",
         "--input",
@@ -74,6 +77,12 @@ def register(subparsers) -> None:
     p.add_argument(
         "--timeout", type=float, default=5.0, help="seconds to wait for each device reply (default 5)"
     )
+    farm = p.add_argument_group("a board of the farm (see `utvm farm`)")
+    farm.add_argument("--tracker", metavar="HOST:PORT", help="take the board from this TVM RPC tracker")
+    farm.add_argument("--key", help="the board's key on the tracker (with --tracker)")
+    farm.add_argument("--token-file", metavar="FILE", help="the node's token (default: $UTVM_FARM_TOKEN)")
+    farm.add_argument("--queue-timeout", type=float, default=600.0, metavar="SECONDS",
+                      help="give up waiting for a free board after this long (default 600)")
     p.set_defaults(func=cmd_run)
 
     d = subparsers.add_parser(
@@ -282,6 +291,8 @@ def cmd_run(args) -> int:
     if args.output:
         _check_output_path(pathlib.Path(args.output))
     options = parse_option_args(args.options)
+    if args.tracker or args.key:
+        return _run_on_farm(args, say, options)
     project, archive = _open_project(args)
     with project:
         # The inputs are checked against the archive before any device starts.
@@ -297,10 +308,40 @@ def cmd_run(args) -> int:
             project, options, transport=args.transport, timeout=args.timeout, progress=say.progress,
             model=archive)
         with session:
-            return _drive(session, args, say, options, inputs)
+            # Cycles on silicon, instructions under QEMU -icount, and a note for every emulated board.
+            clock = project_device_clock(session.project.directory, options, name=session.info.board)
+            origin = {"project": str(pathlib.Path(args.project).resolve())}
+            return _drive(session, args, say, inputs, clock, origin)
 
 
-def _drive(session, args, say, options: Dict[str, Any], inputs) -> int:
+def _run_on_farm(args, say, options: Dict[str, Any]) -> int:
+    """`utvm run --tracker H:P --key K MODEL`: the same run on a board the tracker hands out."""
+    from utvm.farm.session import FarmSession, is_model_archive
+    from utvm.host_driven.signature import ModelSignature
+
+    if not (args.tracker and args.key):
+        raise UserError("--tracker and --key go together", hint="give both: --tracker HOST:PORT --key KEY")
+    model = pathlib.Path(args.project)
+    if not model.is_file():
+        raise UserError(f"model {model} not found",
+                        hint="with --tracker, give a model file or an MLF archive")
+    spec = _parse_input_specs(args.inputs)
+    archive_inputs = None
+    if is_model_archive(model):
+        # Checked before waiting for a board, so a bad input costs nobody a turn.
+        signature = ModelSignature(read_model_archive(model).metadata)
+        archive_inputs = _load_inputs(signature, spec, args.seed, say)
+    session = FarmSession.from_tracker(
+        args.tracker, args.key, model, options=options, token_file=args.token_file,
+        queue_timeout=args.queue_timeout, say=say, timeout=args.timeout, progress=say.progress)
+    with session:
+        inputs = archive_inputs or _load_inputs(session.signature, spec, args.seed, say)
+        farm = {"tracker": args.tracker, "key": args.key, "node": session.board.where,
+                "template": session.board.description.get("template")}
+        return _drive(session, args, say, inputs, session.device_clock(options), {"farm": farm})
+
+
+def _drive(session, args, say, inputs, clock, origin: Dict[str, Any]) -> int:
     info = session.info
     say(f"device: board {info.board}, runtime {info.runtime_version}, model {info.model_name}")
     say(f"        model hash {info.model_hash[:16]}...")
@@ -310,12 +351,10 @@ def _drive(session, args, say, options: Dict[str, Any], inputs) -> int:
     else:  # TVM's runtime on the board, over TVM RPC (a tvm_runtime project)
         say(f"        TVM RPC server {info.server}, {info.machine}, device {info.device}, "
             f"library {info.library_bytes} B")
-    # Cycles on silicon, instructions under QEMU -icount, and a note for every emulated board.
-    clock = project_device_clock(session.project.directory, options, name=info.board)
     if clock.note:
         say(f"note: {clock.note}")
     summary: Dict[str, Any] = {
-        "project": str(pathlib.Path(args.project).resolve()),
+        **origin,
         "device": _device_json(info),
         "device_clock": clock.to_json(),
         "seed": args.seed,

@@ -24,7 +24,7 @@ import time
 import weakref
 from typing import Any, Dict, List, Mapping, Optional
 
-from .child_process import describe_exit, kill_process_group, stop_process_group
+from .child_process import describe_exit, die_with_parent, kill_process_group, stop_process_group
 from .errors import (
     IoTimeoutError,
     ProjectAPIError,
@@ -234,7 +234,8 @@ class ProjectAPIClient:
 
     timeouts overrides DEFAULT_TIMEOUTS per method name; each call also takes ``timeout=``.
     With validate (the default), options are checked against the server's schema before a call
-    is sent. Use as a context manager, or call close().
+    is sent. With die_with_owner the kernel kills the server when this process dies (Linux).
+    Use as a context manager, or call close().
     """
 
     def __init__(
@@ -246,6 +247,7 @@ class ProjectAPIClient:
         timeouts: Optional[Mapping[str, float]] = None,
         validate: bool = True,
         env: Optional[Mapping[str, str]] = None,
+        die_with_owner: bool = False,
     ):
         self.directory = pathlib.Path(directory).resolve()
         self.timeouts = dict(DEFAULT_TIMEOUTS, **(timeouts or {}))
@@ -275,6 +277,9 @@ class ProjectAPIClient:
                 # Its own process group, so a stuck server can be stopped with its children.
                 start_new_session=True,
                 env=child_env,
+                # Off by default (a server normally exits when its pipe closes); a farm session, whose
+                # owner may be killed, asks the kernel to take the server down with it.
+                preexec_fn=die_with_parent(os.getpid()) if die_with_owner else None,
             )
         except OSError as e:
             for fd in (to_server_w, from_server_r):

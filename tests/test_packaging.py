@@ -21,7 +21,7 @@ def _tracked(*folders: str) -> set:
 
 def test_the_wheel_ships_every_file_of_every_package(tmp_path):
     require_tool("git")
-    tracked = _tracked("templates", "boards", "host_driven", "project_api", "model_library")
+    tracked = _tracked("templates", "boards", "host_driven", "project_api", "model_library", "farm")
     # Built from a clean copy of the tracked files: setuptools reuses a build/ folder in the checkout,
     # whose leftovers would hide a file the package list forgets.
     source = tmp_path / "src"
