@@ -56,7 +56,19 @@ def register(subparsers) -> None:
     p.add_argument(
         "--validate",
         action="store_true",
-        help="run layer by layer against the host reference; name the first diverging kernel",
+        help="run layer by layer against a reference (--against); name the first diverging kernel",
+    )
+    p.add_argument(
+        "--against",
+        choices=("host", "source"),
+        default="host",
+        help="--validate's reference: host (the archive's C built for this machine; the default) or "
+        "source (the model's own framework: TFLite interpreter, ONNX Runtime, PyTorch)",
+    )
+    p.add_argument(
+        "--source-model",
+        metavar="MODEL",
+        help="--against source: the model file (default: the copy in the archive)",
     )
     p.add_argument("--json", action="store_true", help="print one machine-readable JSON object on stdout")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
@@ -350,7 +362,18 @@ def _drive(session, args, say, options: Dict[str, Any], inputs) -> int:
             total = clock.describe(report.total)
             say(f"kernels sum to {total}; a whole run: {clock.describe(whole)} (median)")
         summary["profile"] = report.to_json()
-    if args.validate:
+    if args.validate and args.against == "source":
+        if not hasattr(session, "validate_source"):
+            raise UserError("--against source needs a host-driven device (utvm's runtime)")
+        say("validating layer by layer against the source model's framework...")
+        report = session.validate_source(model_file=args.source_model)
+        say(report.table())
+        for note in report.notes:
+            say(f"note: {note}")
+        status = 0 if report.passed else 1
+        say(f"validation: {report.verdict()}")
+        summary["validation"] = report.to_json()
+    elif args.validate:
         layers = "layer by layer" if hasattr(session, "run_kernel") else "the outputs"
         say(f"validating {layers} against the host reference...")
         report = session.validate()

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from utvm.templates import TEMPLATES_DIR
 
-from . import c_sources, metadata, tvm_interface
+from . import c_sources, layer_map, metadata, tvm_interface
 from .archive import check_output, write_archive
 from .c_names import c_identifier
 from .check import check_archive
@@ -94,7 +94,8 @@ def compile_model(
     if count:
         progress(f"{count} quantized operators use integer kernels")
     progress(f"lowering {imported.name} with Relax")
-    lowered = lower(imported.mod, target_dict, imported.label)
+    fused: dict = {}  # which bindings each fused kernel covers, for the layer map
+    lowered = lower(imported.mod, target_dict, imported.label, fused)
     plan = extract_plan(lowered, imported.label, imported.output_names)
 
     name = imported.name
@@ -151,6 +152,9 @@ def compile_model(
         "codegen/host/src/" + tvm_interface.SOURCE: tvm_interface.interface_source(meta).encode(),
         "src/relax.txt": lowered.script().encode(),
     }
+    if imported.layers is not None:
+        layer_map.annotate(meta, plan, imported.layers, fused, imported.digest, files, model)
+        files[metadata.METADATA_FILE] = metadata.dumps(meta)
     if check:
         source = None
         if imported.fmt in RUNTIME_NAMES:
