@@ -83,7 +83,8 @@ class ValidationReport:
         return (
             f"FAIL: {where} is the first to diverge: "
             f"tensor {first.tensor_id} ({first.tensor_name}) has {c.mismatches} of {c.size} elements "
-            f"out of tolerance, max abs error {c.max_abs:.6g}, max rel error {c.max_rel:.6g}"
+            f"out of tolerance, max abs error {c.max_abs:.6g}, max rel error {c.max_rel:.6g} "
+            f"(tolerance: {self.tolerance})"
         )
 
     def kernels_checked(self) -> List[int]:

@@ -94,8 +94,8 @@ def compile_model(
     if count:
         progress(f"{count} quantized operators use integer kernels")
     progress(f"lowering {imported.name} with Relax")
-    fused: dict = {}  # which bindings each fused kernel covers, for the layer map
-    lowered = lower(imported.mod, target_dict, imported.label, fused)
+    trace: dict = {}  # which bindings each kernel computes, for the layer map
+    lowered = lower(imported.mod, target_dict, imported.label, trace)
     plan = extract_plan(lowered, imported.label, imported.output_names)
 
     name = imported.name
@@ -153,7 +153,7 @@ def compile_model(
         "src/relax.txt": lowered.script().encode(),
     }
     if imported.layers is not None:
-        layer_map.annotate(meta, plan, imported.layers, fused, imported.digest, files, model)
+        layer_map.annotate(meta, plan, imported.layers, trace, imported.digest, files, model)
         files[metadata.METADATA_FILE] = metadata.dumps(meta)
     if check:
         source = None

@@ -179,7 +179,7 @@ def _import_tflite(path: Path, data: bytes, name: str, digest: str, input_shapes
     shape_dict = {k: tuple(v) for k, v in (input_shapes or {}).items()} or None
     with recording("tflite") as recorded:
         mod = run_importer(path, "TFLite", lambda: from_tflite(model, shape_dict=shape_dict))
-    layers = assign("tflite", mod["main"], recorded, *tflite_layers(model))
+    mod, layers = assign("tflite", mod, recorded, *tflite_layers(model))
     mod = _bind_detached_params(mod, relax)
     imported = ImportedModel(mod, name, "tflite", str(path), digest, layers=layers)
     imported.inputs = [TensorInfo(n, quantization=q) for n, q in inputs]
@@ -288,7 +288,7 @@ def _import_onnx(path: Path, data: bytes, name: str, digest: str, input_shapes) 
 
     with recording("onnx") as recorded:
         mod = run_importer(path, "ONNX", lambda: from_onnx(model, shape_dict=shapes, dtype_dict=dtypes))
-    layers = assign("onnx", mod["main"], recorded, *onnx_layers(model))
+    mod, layers = assign("onnx", mod, recorded, *onnx_layers(model))
     mod = _bind_detached_params(mod, relax)
     imported = ImportedModel(mod, name, "onnx", str(path), digest, layers=layers)
     imported.inputs = [TensorInfo(value.name) for value in graph_inputs]
@@ -424,7 +424,7 @@ def _import_torch(model, example_inputs, label: str | None = None) -> ImportedMo
             raise ModelError(f"{label}: torch.export failed ({type(err).__name__}: {err})") from None
     with recording("torch") as recorded:
         mod = run_importer(label, "PyTorch", lambda: from_exported_program(model))
-    layers = assign("torch", mod["main"], recorded, *torch_layers(model))
+    mod, layers = assign("torch", mod, recorded, *torch_layers(recorded))
     mod = _bind_detached_params(mod, relax)
     imported = _import_relax(mod, label, sanitize_name(type(model).__name__), _module_digest(mod))
     imported.fmt = "torch"

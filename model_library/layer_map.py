@@ -9,8 +9,10 @@ whose result is bound after it: the importer emitted it while converting that la
 
 Lowering keeps binding names in `main` (passes rewrite values, not names) until FuseOps, which
 moves groups of bindings into fused functions and binds each call to a fresh name; FuseTIR keeps
-that name for the kernel. `fused_bindings()` matches the calls inside each fused function with the
-bindings before FuseOps, and `kernel_layers()` maps a kernel's bindings to layers. A kernel's
+that name for the kernel. `fusion_trace()` matches the calls inside each fused function with the
+bindings before FuseOps, and `kernel_layers()` maps a kernel's bindings to layers, with the
+bindings of the imported model that no longer exist before FuseOps and that only they read
+(operations an integer kernel replaced, weights folded into constants). A kernel's
 output is the source framework's tensor of a layer only when the kernel's last binding is that
 layer's result (its `source_output`); otherwise (part of a layer, a layout change) there is none
 to compare with.
@@ -52,16 +54,30 @@ class LayerMap:
     layers: list
     var_layer: dict = field(default_factory=dict)  # binding name -> layer index
     var_output: dict = field(default_factory=dict)  # binding name -> layer whose result it is
+    operands: dict = field(default_factory=dict)  # binding name -> names its value reads, as imported
 
-    def kernel_layers(self, var: str, fused: dict) -> tuple:
+    def kernel_layers(self, var: str, trace: dict) -> tuple:
         """(layers the kernel bound to `var` covers, the layer whose result it outputs or None).
 
-        A fused kernel covers the bindings FuseOps moved into it (`fused[var]`, in order; the last
-        is its result); any other kernel is the binding itself.
+        A fused kernel covers the bindings FuseOps moved into it (in order; the last is its
+        result); any other kernel is the binding itself. Each also covers the imported bindings
+        that were rewritten away and that only it reads.
         """
-        names = fused.get(var) or [var]
-        covered = sorted({self.var_layer[n] for n in names if n in self.var_layer})
-        return covered, self.var_output.get(names[-1])
+        names = trace.get("fused", {}).get(var) or [var]
+        live, aliases = trace.get("live", set()), trace.get("aliases", {})
+        last = [names[-1], *aliases.get(names[-1], ())]
+        names = names + [a for n in names for a in aliases.get(n, ())]
+        covered, stack, seen = set(), list(names), set()
+        while stack:
+            name = stack.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if name in self.var_layer:
+                covered.add(self.var_layer[name])
+            stack.extend(o for o in self.operands.get(name, ()) if o not in live)
+        output = next((self.var_output[n] for n in last if n in self.var_output), None)
+        return sorted(covered), output
 
     def to_json(self, digest: str) -> dict:
         return {
@@ -127,10 +143,16 @@ class _RecordingDict(dict):
         super().__setitem__(key, value)
 
 
-def assign(fmt: str, main, recorded: list, layers: list, key_layer: dict) -> LayerMap:
-    """Map every binding of the imported `main` to the layer whose conversion emitted it."""
+def assign(fmt: str, mod, recorded: list, layers: list, key_layer: dict) -> tuple:
+    """Map every binding of the imported `main` to the layer whose conversion emitted it.
+
+    Returns (the module with `main`'s bindings renamed, the map). The new names (`b<N>_<name>`)
+    are unique, and unlike any name TVM's passes give the bindings they add (`lv`, `lv1`, `gv`),
+    so a name seen after lowering is either the imported binding's or none of the map's.
+    """
     from tvm import relax
 
+    main = mod["main"]
     results = [(key_layer[key], expr) for key, expr in recorded if key in key_layer]
     result_layer: dict = {}  # binding name -> layer it is the result of
     layer_map = LayerMap(fmt, layers)
@@ -138,15 +160,14 @@ def assign(fmt: str, main, recorded: list, layers: list, key_layer: dict) -> Lay
     for block in main.body.blocks:
         for binding in block.bindings:
             name = binding.var.name
-            found = next(
-                (
-                    layer
-                    for layer, expr in results
-                    if binding.value.same_as(expr)
-                    or (isinstance(expr, relax.Var) and binding.var.same_as(expr))
-                ),
-                None,
-            )
+            # The last layer that stored this binding: a PyTorch getitem names the tensor that
+            # the tuple-valued layer before it (batch norm, max pool with indices) produced.
+            matches = [
+                layer
+                for layer, expr in results
+                if binding.value.same_as(expr) or (isinstance(expr, relax.Var) and binding.var.same_as(expr))
+            ]
+            found = matches[-1] if matches else None
             pending.append(name)
             if found is None:
                 continue
@@ -159,11 +180,53 @@ def assign(fmt: str, main, recorded: list, layers: list, key_layer: dict) -> Lay
         for name in pending:
             layer_map.var_layer[name] = last
     layer_map.var_output = result_layer
-    return layer_map
+    layer_map.operands = {
+        b.var.name: sorted({v.name for v in relax.analysis.free_vars(b.value)})
+        for block in main.body.blocks
+        for b in block.bindings
+    }
+    renamer = _renamer()(mod)
+    mod["main"] = renamer.visit_expr(main)
+    new = renamer.renamed
+    layer_map.var_layer = {new.get(k, k): v for k, v in layer_map.var_layer.items()}
+    layer_map.var_output = {new.get(k, k): v for k, v in layer_map.var_output.items()}
+    layer_map.operands = {new.get(k, k): [new.get(o, o) for o in v] for k, v in layer_map.operands.items()}
+    return mod, layer_map
 
 
-def fused_bindings(unfused, fused_mod) -> dict:
-    """{binding name in `fused_mod`'s main: names of the bindings of `unfused`'s main it computes}.
+def _renamer():
+    """A Relax mutator that gives every binding of a function a new, unique name (not its params)."""
+    from tvm import relax
+
+    @relax.expr_functor.mutator
+    class Renamer(relax.PyExprMutator):
+        def __init__(self, mod=None):
+            super().__init__(mod)
+            self.renamed: dict = {}
+            self.params: set = set()
+
+        def visit_function_(self, func):
+            self.params = {p.name for p in func.params}
+            return super().visit_function_(func)
+
+        def _rename(self, var, kind):
+            if var.name in self.params:
+                return var
+            name = self.renamed.setdefault(var.name, f"b{len(self.renamed)}_{var.name}")
+            return kind(name, var.ty)
+
+        def visit_var_def_(self, var):
+            return self._rename(var, relax.Var)
+
+        def visit_dataflow_var_def_(self, var):
+            return self._rename(var, relax.DataflowVar)
+
+    return Renamer
+
+
+def fusion_trace(unfused, fused_mod) -> dict:
+    """{"fused": {binding name in `fused_mod`'s main: names of the bindings of `unfused`'s main it
+    computes}, "live": names of `unfused`'s main (its bindings and parameters)}.
 
     FuseOps names its calls afresh and shares one function between groups of the same structure,
     so the names inside a fused function say nothing. Each of its kernel calls is matched instead
@@ -182,14 +245,26 @@ def fused_bindings(unfused, fused_mod) -> dict:
         operands = call.args[1].fields if isinstance(call.args[1], relax.Tuple) else [call.args[1]]
         return (call.args[0].name_hint, tuple(operand_key(a, names) for a in operands))
 
+    canonical = {var: target.name for var, target in _same_tensor(unfused["main"]).items()}
+    aliases: dict = {}  # name -> names of the same tensor, then of the tuples that hold it
+    for var, name in canonical.items():
+        aliases.setdefault(name, []).append(var.name)
+    for block in unfused["main"].body.blocks:
+        for binding in block.bindings:
+            if isinstance(binding.value, relax.Tuple):
+                for field in binding.value.fields:
+                    if isinstance(field, relax.Var):
+                        name = canonical.get(field, field.name)
+                        aliases.setdefault(name, []).append(binding.var.name)
     calls: dict = {}
     for block in unfused["main"].body.blocks:
         for binding in block.bindings:
-            key = call_key(binding.value, {})
+            key = call_key(binding.value, canonical)
             if key is not None:
                 calls.setdefault(key, binding.var.name)
     result: dict = {}
     outer: dict = {}  # var of the fused main -> name in the unfused main
+    same = _same_tensor(fused_mod["main"])
     for block in fused_mod["main"].body.blocks:
         for binding in block.bindings:
             value = binding.value
@@ -208,9 +283,41 @@ def fused_bindings(unfused, fused_mod) -> dict:
                 result[binding.var.name] = covered
                 if covered:
                     outer[binding.var] = inner.get(func.body.body, covered[-1])
+            elif binding.var in same:
+                outer[binding.var] = outer.get(same[binding.var], same[binding.var].name)
             else:
                 outer[binding.var] = binding.var.name
-    return result
+    main = unfused["main"]
+    live = {p.name for p in main.params}
+    live.update(b.var.name for block in main.body.blocks for b in block.bindings)
+    return {"fused": result, "live": live, "aliases": aliases}
+
+
+def _same_tensor(main) -> dict:
+    """{var: the var of the binding that computes its tensor}, for the vars of `main` bound to
+    another var or to an element of a tuple built in `main` (TVM's importers write some layers'
+    results that way: batch norm's output, PyTorch's getitem)."""
+    from tvm import relax
+
+    values, canonical = {}, {}
+    for block in main.body.blocks:
+        for binding in block.bindings:
+            values[binding.var] = binding.value
+    for var, value in values.items():
+        target = value
+        while True:
+            built = values.get(target.tuple_value) if isinstance(target, relax.TupleGetItem) else None
+            if isinstance(built, relax.Tuple):
+                target = built.fields[target.index]
+            elif isinstance(target, relax.Var) and target in values and target is not var:
+                if not isinstance(values[target], (relax.Var, relax.TupleGetItem)):
+                    break
+                target = values[target]
+            else:
+                break
+        if isinstance(target, relax.Var) and not target.same_as(var):
+            canonical[var] = target
+    return canonical
 
 
 def _constant_key(expr) -> tuple:
@@ -260,11 +367,15 @@ def onnx_layers(model) -> tuple:
     return layers, key_layer
 
 
-def torch_layers(program) -> tuple:
-    """([Layer] of the exported graph's call_function nodes, {fx node: layer index})."""
+def torch_layers(recorded: list) -> tuple:
+    """([Layer] of the call_function nodes the importer converted, {fx node: layer index}).
+
+    The importer converts the program after PyTorch's decompositions, so its nodes, as recorded,
+    are the layers (the source runtime runs the same decomposed program).
+    """
     layers, key_layer = [], {}
-    for node in program.graph.nodes:
-        if node.op != "call_function":
+    for node, _ in recorded:
+        if getattr(node, "op", None) != "call_function" or node in key_layer:
             continue
         index = len(layers)
         stack = node.meta.get("nn_module_stack") or {}
@@ -288,17 +399,17 @@ def _clip(text: str) -> str:
 # The source model travels in the archive (so `utvm run --validate --against source` needs nothing
 # else), unless it is larger than this.
 MAX_EMBEDDED_MODEL_BYTES = 64 << 20
-MODEL_FILES = {member.rsplit(".", 1)[1]: member for member in SOURCE_MODEL_FILES}
+MODEL_FILES = dict(zip(("tflite", "onnx", "torch"), SOURCE_MODEL_FILES))  # by source format
 
 
-def annotate(meta: dict, plan, layer_map: LayerMap, fused: dict, digest: str, files: dict, model) -> None:
+def annotate(meta: dict, plan, layer_map: LayerMap, trace: dict, digest: str, files: dict, model) -> None:
     """Add the layer map to metadata.json (`source_layers`, each kernel's `layers` and
-    `source_output`) and the model file to `files` where it is a TFLite or ONNX file."""
+    `source_output`) and the model file to `files` where it is a file (TFLite, ONNX, .pt2)."""
     meta["source_layers"] = layer_map.to_json(digest)
     for kernel, entry in zip(plan.kernels, meta["plan"]["kernels"]):
         covered, output = ([], None)
         if kernel.var:
-            covered, output = layer_map.kernel_layers(kernel.var, fused)
+            covered, output = layer_map.kernel_layers(kernel.var, trace)
         entry["layers"] = covered
         entry["source_output"] = output
     member = MODEL_FILES.get(layer_map.fmt)

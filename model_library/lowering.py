@@ -11,10 +11,10 @@ from .constant_folding import fold_constants
 from .errors import ModelError
 
 
-def lower(mod, target: dict, label: str, fused: dict | None = None):
+def lower(mod, target: dict, label: str, trace: dict | None = None):
     """Legalize, fold and fuse `mod`; raise ModelError if TVM cannot lower an operator.
 
-    `fused`, when given, is filled with `layer_map.fused_bindings`: which bindings of the module
+    `trace`, when given, is filled with `layer_map.fusion_trace`: which bindings of the module
     before FuseOps each binding after it computes (FuseTIR keeps those names for the kernels).
     """
     import tvm
@@ -34,10 +34,10 @@ def lower(mod, target: dict, label: str, fused: dict | None = None):
         with tvm_target(target), tvm.transform.PassContext(opt_level=3):
             unfused = tvm.ir.transform.Sequential(passes)(mod)
             mod = relax.transform.FuseOps()(unfused)
-            if fused is not None:
-                from .layer_map import fused_bindings
+            if trace is not None:
+                from .layer_map import fusion_trace
 
-                fused.update(fused_bindings(unfused, mod))
+                trace.update(fusion_trace(unfused, mod))
             return tvm.ir.transform.Sequential(after_fusion)(mod)
     except Exception as err:
         first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)

@@ -164,6 +164,7 @@ def _run_torch_nodes(model, inputs: list, keys: list) -> dict:
             model = torch.export.load(str(model))
         if not isinstance(model, torch.export.ExportedProgram):
             raise Unavailable("reading a PyTorch model's layers needs its torch.export program")
+        model = model.run_decompositions()  # the program TVM's importer converts, node for node
 
         class Recorder(torch.fx.Interpreter):
             def run_node(self, node):

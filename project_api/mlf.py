@@ -51,7 +51,7 @@ MAX_NAME_CHARS = 256
 # The source model's layers (optional `source_layers`): names as the model spells them.
 SOURCE_FORMATS = ("tflite", "onnx", "torch")
 MAX_LAYER_NAME_CHARS = 1024
-SOURCE_MODEL_FILES = ("src/model.tflite", "src/model.onnx")
+SOURCE_MODEL_FILES = ("src/model.tflite", "src/model.onnx", "src/model.pt2")
 # No single tensor or pool of a model for any board utvm serves comes near this; beyond it a size is
 # taken for a corrupt or crafted archive.
 MAX_BYTES = 1 << 40
