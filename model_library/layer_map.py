@@ -11,7 +11,7 @@ Lowering keeps binding names in `main` (passes rewrite values, not names) until 
 moves groups of bindings into fused functions and binds each call to a fresh name; FuseTIR keeps
 that name for the kernel. `fusion_trace()` matches the calls inside each fused function with the
 bindings before FuseOps, and `kernel_layers()` maps a kernel's bindings to layers, with the
-bindings of the imported model that no longer exist before FuseOps and that only they read
+bindings of the imported model that no longer exist before FuseOps and that they read
 (operations an integer kernel replaced, weights folded into constants). A kernel's
 output is the source framework's tensor of a layer only when the kernel's last binding is that
 layer's result (its `source_output`); otherwise (part of a layer, a layout change) there is none
@@ -61,7 +61,7 @@ class LayerMap:
 
         A fused kernel covers the bindings FuseOps moved into it (in order; the last is its
         result); any other kernel is the binding itself. Each also covers the imported bindings
-        that were rewritten away and that only it reads.
+        rewritten away on the way to it (one read by two kernels is listed by both).
         """
         names = trace.get("fused", {}).get(var) or [var]
         live, aliases = trace.get("live", set()), trace.get("aliases", {})
