@@ -71,6 +71,12 @@ def register(subparsers) -> None:
         help="--against source: the model file (default: the copy in the archive)",
     )
     p.add_argument("--json", action="store_true", help="print one machine-readable JSON object on stdout")
+    p.add_argument(
+        "--record",
+        metavar="OUT.json",
+        help="write the run's reproducibility record (hashes of image, archive and model; versions; "
+        "board; template options; seed; time) to OUT.json",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     p.add_argument(
         "--transport",
@@ -291,8 +297,9 @@ def cmd_run(args) -> int:
                         hint="the device counts runs in 32 bits")
     if not args.timeout > 0:
         raise UserError(f"--timeout {args.timeout:g}: a deadline must be a positive number of seconds")
-    if args.output:
-        _check_output_path(pathlib.Path(args.output))
+    for path in (args.output, args.record):
+        if path:
+            _check_output_path(pathlib.Path(path))
     options = parse_option_args(args.options)
     project, archive = _open_project(args)
     with project:
@@ -306,6 +313,19 @@ def cmd_run(args) -> int:
             model=archive)
         with session:
             return _drive(session, args, say, options, inputs)
+
+
+def _record(session, args, clock, inputs) -> Dict[str, Any]:
+    """The run's reproducibility record, written to --record now (before the device runs)."""
+    from utvm.host_driven.run_record import run_record
+
+    project = session.project
+    record = run_record(project.directory, project.archive, clock, args.seed, inputs["sources"])
+    if args.record:
+        path = pathlib.Path(args.record)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return record
 
 
 def _drive(session, args, say, options: Dict[str, Any], inputs) -> int:
@@ -329,6 +349,7 @@ def _drive(session, args, say, options: Dict[str, Any], inputs) -> int:
         "seed": args.seed,
     }
     summary["inputs"] = inputs["sources"]
+    summary["record"] = _record(session, args, clock, inputs)
     session.set_inputs(inputs["arrays"])
     seconds = session.run()
     outputs = session.get_outputs()

@@ -271,3 +271,7 @@ def test_mlperf_model_matches_tflite_layer_by_layer_on_mps2_an386(tmp_path, name
     assert report["validation"]["passed"] and "TFLite" in report["validation"]["reference"]
     assert_layers_shown(report, human, library,
                         {"CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "FULLY_CONNECTED", "SOFTMAX"})
+    board = report["record"]["board"]
+    assert board["name"] == "mps2_an386" and board["emulated"] is True
+    assert board["emulator"] == "qemu-system-arm"
+    assert report["record"]["firmware"]["path"] == "build/firmware.elf"
