@@ -297,6 +297,9 @@ def cmd_run(args) -> int:
                         hint="the device counts runs in 32 bits")
     if not args.timeout > 0:
         raise UserError(f"--timeout {args.timeout:g}: a deadline must be a positive number of seconds")
+    if (args.against != "host" or args.source_model) and not args.validate:
+        raise UserError("--against and --source-model choose --validate's reference",
+                        hint="add --validate")
     for path in (args.output, args.record):
         if path:
             _check_output_path(pathlib.Path(path))

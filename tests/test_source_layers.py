@@ -275,3 +275,10 @@ def test_mlperf_model_matches_tflite_layer_by_layer_on_mps2_an386(tmp_path, name
     assert board["name"] == "mps2_an386" and board["emulated"] is True
     assert board["emulator"] == "qemu-system-arm"
     assert report["record"]["firmware"]["path"] == "build/firmware.elf"
+
+
+def test_against_without_validate_is_a_one_line_error(tmp_path):
+    result = run_cli("run", tmp_path, "--against", "source")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0] == (
+        "error: --against and --source-model choose --validate's reference")
