@@ -77,11 +77,12 @@ class ValidationReport:
             kernels = len(self.kernels_checked())
             return f"PASS: {len(self.checks)} tensors of {kernels} kernels match the {self.reference}"
         c = first.comparison
-        where = f"kernel {first.kernel_index} ({first.kernel_name})"
+        where = f"kernel {first.kernel_index} ({first.kernel_name}) is the first to diverge"
         if first.layers:
-            where = f"layer {first.layer_label} (kernel {first.kernel_index}, {first.kernel_name})"
+            where = (f"layer {first.layer_label} is the first to diverge, "
+                     f"in kernel {first.kernel_index} ({first.kernel_name})")
         return (
-            f"FAIL: {where} is the first to diverge: "
+            f"FAIL: {where}: "
             f"tensor {first.tensor_id} ({first.tensor_name}) has {c.mismatches} of {c.size} elements "
             f"out of tolerance, max abs error {c.max_abs:.6g}, max rel error {c.max_rel:.6g} "
             f"(tolerance: {self.tolerance})"

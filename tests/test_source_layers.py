@@ -163,7 +163,8 @@ def test_one_wrong_constant_is_named_as_the_first_diverging_tflite_layer(tmp_pat
     assert first["kernel_index"] == 3 and [x["index"] for x in first["layers"]] == [3]
     assert layer["op"] == "DEPTHWISE_CONV_2D" and layer["name"].startswith("functional_1/activation_3/Relu")
     verdict = report["validation"]["verdict"]
-    assert verdict.startswith("FAIL: layer #3 DEPTHWISE_CONV_2D functional_1/activation_3/Relu (kernel 3, ")
+    assert verdict.startswith("FAIL: layer #3 DEPTHWISE_CONV_2D functional_1/activation_3/Relu is the first "
+                              "to diverge, in kernel 3 (")
     assert "tolerance: 8- and 16-bit integers within 1" in verdict
     # The kernels after it run on the interpreter's tensors, so only the broken one fails.
     assert [c["kernel_index"] for c in report["validation"]["checks"] if not c["passed"]] == [3]
