@@ -1,11 +1,14 @@
-"""The part of a template's handler that every firmware talking over a UART shares (bare-metal, Zephyr):
-the project's board, its built image, QEMU for an emulated board and the serial port of a physical
-one, the transport methods over a UartLink, and the utvm extensions that open a direct transport,
-run an aot_standalone image, and put an mlperftiny image behind a pseudo-terminal.
+"""The part of a template's handler that every firmware talking over a UART shares (bare-metal, Zephyr,
+Arduino): the project's board, its built image, an emulator for an emulated board (QEMU unless the
+template says otherwise) and the serial port of a physical one, the transport methods over a
+UartLink, and the utvm extensions that open a direct transport, run an aot_standalone image, and put
+an mlperftiny image behind a pseudo-terminal.
 
 A template subclasses `UartFirmwareHandler`, sets where its project keeps things (``server_dir``,
 ``elf``, ...) and the project types it offers (``project_types``), and implements options_schema,
-generate, build and flash. Standard library only at import; pyserial where a port is opened.
+generate, build and flash. A template whose boards run under another emulator overrides `_emulated`
+and `_emulator` (Arduino: simavr on a pseudo-terminal). Standard library only at import; pyserial
+where a port is opened.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from .qemu import QemuProcess
 from .record import read_record
 from .server import ProjectAPIHandler, TransportTimeouts
 from .standalone_report import read_report, run_result
-from .uart_link import UartLink
+from .uart_link import UartLink, emulator_name
 
 # The project types every UART firmware template offers; a template may offer mlperftiny as well.
 PROJECT_TYPES = ("host_driven", "aot_standalone")
@@ -131,7 +134,15 @@ class UartFirmwareHandler(ProjectAPIHandler):
             raise ProjectStateError(f"{self.elf} does not exist; build the project first (`utvm build`)")
         return elf
 
-    def _qemu_process(self, board: dict, options) -> QemuProcess:
+    def _emulated(self, board: dict, options) -> bool:
+        """Whether this call's device is an emulator (the board record's kind, by default)."""
+        return board["kind"] == "emulated"
+
+    def _emulator(self, board: dict, options):
+        """The emulator process for one run of the image, not yet started: QEMU by default. Whatever a
+        template returns instead has QemuProcess's launch() (the UART's URL; the firmware starts when
+        a client opens it), start() (launch and open it: the pyserial port), poll(), wait(timeout)
+        and stop()."""
         emulator = board["emulator"]
         clock = emulator_clock(board, options)
         # Said every time an emulated board starts, since benchmarks read its clock.
@@ -162,9 +173,9 @@ class UartFirmwareHandler(ProjectAPIHandler):
     def open_transport(self, options):
         board = self._board_for(options, ("host_driven", mlperftiny.PROJECT_TYPE))
         self.close_transport()
-        if board["kind"] == "emulated":
-            qemu = self._qemu_process(board, options)
-            self._link.attach(qemu.start(), qemu)
+        if self._emulated(board, options):
+            emulator = self._emulator(board, options)
+            self._link.attach(emulator.start(), emulator)
         else:
             port = self._physical_port(board, options)
             self._log(options, f"opening {port} at {board['baud']} baud")
@@ -194,32 +205,33 @@ class UartFirmwareHandler(ProjectAPIHandler):
         return self.resolve_board(options["board"])
 
     def utvm_open_direct_transport(self, options):
-        """Extension: the serial URL a utvm client opens itself. For an emulated board QEMU is started
-        here (and stopped by close_transport); the guest runs once the client connects."""
+        """Extension: the serial URL a utvm client opens itself. For an emulated board the emulator is
+        started here (and stopped by close_transport); the guest runs once the client connects."""
         board = self._board_for(options, ("host_driven",))
         self.close_transport()
-        if board["kind"] == "emulated":
-            qemu = self._qemu_process(board, options)
-            url = qemu.launch()
-            self._link.qemu = qemu  # stopped by close_transport
+        if self._emulated(board, options):
+            emulator = self._emulator(board, options)
+            url = emulator.launch()
+            self._link.emulator = emulator  # stopped by close_transport
         else:
             url = self._physical_port(board, options)
         return {"kind": "serial", "url": url, "baudrate": board["baud"]}
 
     def utvm_open_pty(self, options):
         """Extension (mlperftiny): the serial device path a tool such as the MLPerf Tiny runner opens.
-        For an emulated board QEMU is started here with its UART behind a new pseudo-terminal
+        For an emulated board the emulator is started here with its UART behind a new pseudo-terminal
         (until close_transport); a physical board's own serial port is returned as it is.
         Returns {path, bridged, baudrate, note}."""
         board = self._board_for(options, (mlperftiny.PROJECT_TYPE,))
         self.close_transport()
-        if board["kind"] != "emulated":
+        if not self._emulated(board, options):
             return {"path": self._physical_port(board, options), "bridged": False, "baudrate": board["baud"],
                     "note": ""}
-        qemu = self._qemu_process(board, options)
-        self._link.attach(qemu.start(), qemu)
+        emulator = self._emulator(board, options)
+        self._link.attach(emulator.start(), emulator)
         try:
-            self._bridge = mlperftiny.bridge_device(self.read_transport, self.write_transport, "QEMU UART")
+            self._bridge = mlperftiny.bridge_device(self.read_transport, self.write_transport,
+                                                    f"{emulator_name(emulator)} UART")
         except BaseException:
             self.close_transport()
             raise
@@ -230,8 +242,10 @@ class UartFirmwareHandler(ProjectAPIHandler):
     def utvm_pty_status(self):
         """Extension: whether the pseudo-terminal of utvm_open_pty still reaches the device:
         {path, open, error}."""
-        status = self._link.qemu.poll() if self._link.qemu else None
-        return bridge_status(self._bridge, None if status is None else f"QEMU exited with status {status}")
+        emulator = self._link.emulator
+        status = emulator.poll() if emulator else None
+        return bridge_status(self._bridge, None if status is None
+                             else f"{emulator_name(emulator)} exited with status {status}")
 
     def utvm_standalone_inputs(self, options):
         """Extension: the inputs baked into an aot_standalone image, by name, as hex."""
@@ -240,9 +254,10 @@ class UartFirmwareHandler(ProjectAPIHandler):
         arrays = npy.read_npz(self.server_dir / self.standalone_inputs_npz)
         return {"baked": True, "inputs": {name: data.hex() for name, (_, _, data) in arrays.items()}}
 
-    def _standalone_exit(self, qemu: QemuProcess) -> Optional[int]:
-        """After the report of an aot_standalone run under QEMU: QEMU's exit status, for firmware that
-        ends the run (through semihosting); None for firmware that stays up (QEMU is stopped)."""
+    def _standalone_exit(self, emulator) -> Optional[int]:
+        """After the report of an aot_standalone run under an emulator: its exit status, for firmware
+        that ends the run (through semihosting under QEMU); None for firmware that stays up (the
+        emulator is stopped)."""
         return None
 
     def utvm_run_standalone(self, options, inputs=None, timeout_sec=60.0):
@@ -257,14 +272,13 @@ class UartFirmwareHandler(ProjectAPIHandler):
                             hint="generate the project again with -o input_npz=INPUTS.npz")
         self.close_transport()
         exit_status = None
-        clock = emulator_clock(board, options)
-        if clock is not None:
-            qemu = self._qemu_process(board, options)
+        if self._emulated(board, options):
+            emulator = self._emulator(board, options)
             try:
-                text = read_report(qemu.start(), timeout_sec)
-                exit_status = self._standalone_exit(qemu)
+                text = read_report(emulator.start(), timeout_sec)
+                exit_status = self._standalone_exit(emulator)
             finally:
-                qemu.stop()
+                emulator.stop()
         else:
             import serial
 
@@ -272,4 +286,4 @@ class UartFirmwareHandler(ProjectAPIHandler):
                 deadline = time.monotonic() + timeout_sec
                 self.flash(options)
                 text = read_report(port, max(1.0, deadline - time.monotonic()))
-        return run_result(text, clock, exit_status, self.emulator_note)
+        return run_result(text, emulator_clock(board, options), exit_status, self.emulator_note)

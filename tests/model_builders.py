@@ -316,7 +316,8 @@ def make_small_tflite(path: str | Path, quantized: bool = True, seed: int = 0, i
         weights = rng.integers(-127, 127, size=(out_dim, in_dim), endpoint=True).astype(np.int8)
         bias = rng.integers(-500, 500, size=(out_dim,)).astype(np.int32)
         dtype, bias_type = tfl.TensorType.INT8, tfl.TensorType.INT32
-        quant = {"in": (0.05, -3), "w": (0.01, 0), "b": (0.0005, 0), "out": (0.04, -128)}
+        # The output scale grows with the sum's length, so wide layers do not just saturate.
+        quant = {"in": (0.05, -3), "w": (0.01, 0), "b": (0.0005, 0), "out": (0.04 * in_dim / 16, -128)}
     else:
         weights = (rng.standard_normal((out_dim, in_dim)) * 0.3).astype(np.float32)
         bias = (rng.standard_normal(out_dim) * 0.1).astype(np.float32)
