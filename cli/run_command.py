@@ -59,9 +59,27 @@ def register(subparsers) -> None:
     p.add_argument(
         "--validate",
         action="store_true",
-        help="run layer by layer against the host reference; name the first diverging kernel",
+        help="run layer by layer against a reference (--against); name the first diverging kernel",
+    )
+    p.add_argument(
+        "--against",
+        choices=("host", "source"),
+        default="host",
+        help="--validate's reference: host (the archive's C built for this machine; the default) or "
+        "source (the model's own framework: TFLite interpreter, ONNX Runtime, PyTorch)",
+    )
+    p.add_argument(
+        "--source-model",
+        metavar="MODEL",
+        help="--against source: the model file (default: the copy in the archive)",
     )
     p.add_argument("--json", action="store_true", help="print one machine-readable JSON object on stdout")
+    p.add_argument(
+        "--record",
+        metavar="OUT.json",
+        help="write the run's reproducibility record (hashes of image, archive and model; versions; "
+        "board; template options; seed; time) to OUT.json",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     p.add_argument(
         "--transport",
@@ -288,8 +306,12 @@ def cmd_run(args) -> int:
                         hint="the device counts runs in 32 bits")
     if not args.timeout > 0:
         raise UserError(f"--timeout {args.timeout:g}: a deadline must be a positive number of seconds")
-    if args.output:
-        _check_output_path(pathlib.Path(args.output))
+    if (args.against != "host" or args.source_model) and not args.validate:
+        raise UserError("--against and --source-model choose --validate's reference",
+                        hint="add --validate")
+    for path in (args.output, args.record):
+        if path:
+            _check_output_path(pathlib.Path(path))
     options = parse_option_args(args.options)
     if args.tracker or args.key:
         return _run_on_farm(args, say, options)
@@ -310,7 +332,9 @@ def cmd_run(args) -> int:
         with session:
             # Cycles on silicon, instructions under QEMU -icount, and a note for every emulated board.
             clock = project_device_clock(session.project.directory, options, name=session.info.board)
-            origin = {"project": str(pathlib.Path(args.project).resolve())}
+            # The reproducibility record covers a local project; a farm run has none yet.
+            origin = {"project": str(pathlib.Path(args.project).resolve()),
+                      "record": _record(session, args, clock, inputs)}
             return _drive(session, args, say, inputs, clock, origin)
 
 
@@ -321,6 +345,9 @@ def _run_on_farm(args, say, options: Dict[str, Any]) -> int:
 
     if not (args.tracker and args.key):
         raise UserError("--tracker and --key go together", hint="give both: --tracker HOST:PORT --key KEY")
+    if args.record:
+        raise UserError("--record covers a local project, not a board reached through --tracker",
+                        hint="run the project locally for its record, or drop --record")
     model = pathlib.Path(args.project)
     if not model.is_file():
         raise UserError(f"model {model} not found",
@@ -339,6 +366,19 @@ def _run_on_farm(args, say, options: Dict[str, Any]) -> int:
         farm = {"tracker": args.tracker, "key": args.key, "node": session.board.where,
                 "template": session.board.description.get("template")}
         return _drive(session, args, say, inputs, session.device_clock(options), {"farm": farm})
+
+
+def _record(session, args, clock, inputs) -> Dict[str, Any]:
+    """The run's reproducibility record, written to --record now (before the device runs)."""
+    from utvm.host_driven.run_record import run_record
+
+    project = session.project
+    record = run_record(project.directory, project.archive, clock, args.seed, inputs["sources"])
+    if args.record:
+        path = pathlib.Path(args.record)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return record
 
 
 def _drive(session, args, say, inputs, clock, origin: Dict[str, Any]) -> int:
@@ -393,7 +433,18 @@ def _drive(session, args, say, inputs, clock, origin: Dict[str, Any]) -> int:
             total = clock.describe(report.total)
             say(f"kernels sum to {total}; a whole run: {clock.describe(whole)} (median)")
         summary["profile"] = report.to_json()
-    if args.validate:
+    if args.validate and args.against == "source":
+        if not hasattr(session, "validate_source"):
+            raise UserError("--against source needs a host-driven device (utvm's runtime)")
+        say("validating layer by layer against the source model's framework...")
+        report = session.validate_source(model_file=args.source_model)
+        say(report.table())
+        for note in report.notes:
+            say(f"note: {note}")
+        status = 0 if report.passed else 1
+        say(f"validation: {report.verdict()}")
+        summary["validation"] = report.to_json()
+    elif args.validate:
         layers = "layer by layer" if hasattr(session, "run_kernel") else "the outputs"
         say(f"validating {layers} against the host reference...")
         report = session.validate()

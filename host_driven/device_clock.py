@@ -67,10 +67,11 @@ class DeviceClock:
         width = max([len(r.name) for r in report.rows] + [6])
         head = f"mean {self.unit}"
         cells = max(len(head), len(f"{self.count(report.total):,}"))
-        lines = [f"{'#':>4}  {'kernel':<{width}}  {head:>{cells}}  {'share':>6}"]
+        lines = [f"{'#':>4}  {'kernel':<{width}}  {head:>{cells}}  {'share':>6}  layers"]
         for r in report.rows:
             count = self.count(r.mean)
-            lines.append(f"{r.index:>4}  {r.name:<{width}}  {count:>{cells},}  {r.share * 100:>5.1f}%")
+            lines.append(f"{r.index:>4}  {r.name:<{width}}  {count:>{cells},}  {r.share * 100:>5.1f}%  "
+                         f"{getattr(r, 'layer_label', '')}".rstrip())
         lines.append(f"{'':>4}  {'total':<{width}}  {self.count(report.total):>{cells},}  {100.0:>5.1f}%")
         return "\n".join(lines)
 

@@ -26,6 +26,7 @@ from .benchmark import BenchmarkResult, timed
 from .device import DeviceClient, DeviceInfo
 from .direct import open_project_transport
 from .errors import HostDrivenError
+from .layer_names import kernel_layers
 from .profile import ProfileReport, profile_kernels
 from .session import ProtocolSession
 from .session_inputs import SessionInputs, require_inputs
@@ -303,7 +304,8 @@ class Session(SessionInputs):
         names = [str(k["name"]) for k in self.library.kernels]
         try:
             return profile_kernels(
-                self.device, names, number=number, repeat=repeat, warmup=warmup, on_kernel=on_kernel
+                self.device, names, number=number, repeat=repeat, warmup=warmup, on_kernel=on_kernel,
+                layers=[kernel_layers(self.library.metadata, i) for i in range(len(names))],
             )
         finally:
             self.note_inputs_consumed()
@@ -326,3 +328,13 @@ class Session(SessionInputs):
                 self.set_input(key, array)
         self._refresh_inputs()
         return validate_layers(self, self.inputs, reference=reference, isolate=isolate, on_kernel=on_kernel)
+
+    def validate_source(
+        self, model_file=None, on_kernel: Optional[Callable[[int, str], None]] = None
+    ) -> ValidationReport:
+        """Run kernel by kernel and compare each layer's output with the source framework's own
+        (see ``source_validation.py``); ``model_file`` overrides the model the archive carries."""
+        from .source_validation import validate_against_source
+
+        self._refresh_inputs()
+        return validate_against_source(self, self.inputs, model_file=model_file, on_kernel=on_kernel)

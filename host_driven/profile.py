@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .benchmark import BenchmarkResult, timed
 from .device import DeviceClient
+from .layer_names import layer_label
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +24,11 @@ class ProfileRow:
     median: float
     min: float
     share: float  # of the sum of the kernels' means, 0..1
+    layers: List[Dict[str, Any]] = dataclasses.field(default_factory=list)  # source layers it computes
+
+    @property
+    def layer_label(self) -> str:
+        return ", ".join(layer_label(layer) for layer in self.layers)
 
     def to_json(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -57,9 +63,10 @@ class ProfileReport:
     def table(self) -> str:
         """The rows as an aligned text table, slowest kernels easy to spot by their share."""
         width = max([len(r.name) for r in self.rows] + [6])
-        lines = [f"{'#':>4}  {'kernel':<{width}}  {'mean ms':>10}  {'share':>6}"]
+        lines = [f"{'#':>4}  {'kernel':<{width}}  {'mean ms':>10}  {'share':>6}  layers"]
         for r in self.rows:
-            lines.append(f"{r.index:>4}  {r.name:<{width}}  {r.mean * 1e3:>10.4f}  {r.share * 100:>5.1f}%")
+            lines.append(f"{r.index:>4}  {r.name:<{width}}  {r.mean * 1e3:>10.4f}  {r.share * 100:>5.1f}%  "
+                         f"{r.layer_label}".rstrip())
         lines.append(f"{'':>4}  {'total':<{width}}  {self.total * 1e3:>10.4f}  {100.0:>5.1f}%")
         return "\n".join(lines)
 
@@ -71,8 +78,12 @@ def profile_kernels(
     repeat: int = 5,
     warmup: int = 1,
     on_kernel: Optional[Callable[[int, BenchmarkResult], None]] = None,
+    layers: Optional[Sequence[List[Dict[str, Any]]]] = None,
 ) -> ProfileReport:
-    """Time every kernel on its own, in plan order; the model's inputs must be in the arena."""
+    """Time every kernel on its own, in plan order; the model's inputs must be in the arena.
+
+    ``layers[i]``, when given, lists the source model's layers kernel i computes.
+    """
     results: List[BenchmarkResult] = []
     for index in range(len(kernel_names)):
         result = timed(device, kernel=index, number=number, repeat=repeat, warmup=warmup)
@@ -88,6 +99,7 @@ def profile_kernels(
             median=r.median,
             min=r.min,
             share=r.mean / total if total else 0.0,
+            layers=list(layers[i]) if layers else [],
         )
         for i, r in enumerate(results)
     ]

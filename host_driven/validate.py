@@ -19,6 +19,7 @@ import numpy as np
 from utvm.project_api.errors import UserError
 
 from .compare import Comparison, compare, tolerance_text
+from .layer_names import kernel_layers, layer_label
 
 Reference = Union[None, Mapping[Any, Any], Callable[[Dict[str, np.ndarray]], Mapping[Any, Any]]]
 
@@ -34,10 +35,15 @@ class TensorCheck:
     dtype: str
     shape: List[int]
     comparison: Comparison
+    layers: List[Dict[str, Any]] = dataclasses.field(default_factory=list)  # source layers of the kernel
 
     @property
     def passed(self) -> bool:
         return self.comparison.passed
+
+    @property
+    def layer_label(self) -> str:
+        return ", ".join(layer_label(layer) for layer in self.layers)
 
     def to_json(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -54,6 +60,7 @@ class ValidationReport:
     reference: str
     isolated: bool
     tolerance: str
+    notes: List[str] = dataclasses.field(default_factory=list)  # kernels not compared, and why
 
     @property
     def passed(self) -> bool:
@@ -70,10 +77,15 @@ class ValidationReport:
             kernels = len(self.kernels_checked())
             return f"PASS: {len(self.checks)} tensors of {kernels} kernels match the {self.reference}"
         c = first.comparison
+        where = f"kernel {first.kernel_index} ({first.kernel_name}) is the first to diverge"
+        if first.layers:
+            where = (f"layer {first.layer_label} is the first to diverge, "
+                     f"in kernel {first.kernel_index} ({first.kernel_name})")
         return (
-            f"FAIL: kernel {first.kernel_index} ({first.kernel_name}) is the first to diverge: "
+            f"FAIL: {where}: "
             f"tensor {first.tensor_id} ({first.tensor_name}) has {c.mismatches} of {c.size} elements "
-            f"out of tolerance, max abs error {c.max_abs:.6g}, max rel error {c.max_rel:.6g}"
+            f"out of tolerance, max abs error {c.max_abs:.6g}, max rel error {c.max_rel:.6g} "
+            f"(tolerance: {self.tolerance})"
         )
 
     def kernels_checked(self) -> List[int]:
@@ -82,13 +94,15 @@ class ValidationReport:
     def table(self) -> str:
         width = max([len(c.kernel_name) for c in self.checks] + [6])
         lines = [
-            f"{'#':>4}  {'kernel':<{width}}  {'tensor':>6}  {'max abs':>10}  {'max rel':>10}  {'bad':>8}  ok"
+            f"{'#':>4}  {'kernel':<{width}}  {'tensor':>6}  {'max abs':>10}  {'max rel':>10}  {'bad':>8}  "
+            "ok   layers"
         ]
         for check in self.checks:
             c = check.comparison
             lines.append(
                 f"{check.kernel_index:>4}  {check.kernel_name:<{width}}  {check.tensor_id:>6}  "
-                f"{c.max_abs:>10.4g}  {c.max_rel:>10.4g}  {c.mismatches:>8}  {'yes' if c.passed else 'NO'}"
+                f"{c.max_abs:>10.4g}  {c.max_rel:>10.4g}  {c.mismatches:>8}  "
+                f"{'yes' if c.passed else 'NO ':<3}  {check.layer_label}".rstrip()
             )
         return "\n".join(lines)
 
@@ -102,6 +116,7 @@ class ValidationReport:
             "tolerance": self.tolerance,
             "first_failure": first.to_json() if first else None,
             "checks": [c.to_json() for c in self.checks],
+            "notes": list(self.notes),
         }
 
 
@@ -129,7 +144,7 @@ def _expected_by_tensor(
 
 
 def _check(
-    kernel_index: int, kernel_name: str, spec: Mapping[str, Any], device_value, ref_value
+    kernel_index: int, kernel_name: str, spec: Mapping[str, Any], device_value, ref_value, layers=()
 ) -> TensorCheck:
     return TensorCheck(
         kernel_index=kernel_index,
@@ -139,6 +154,7 @@ def _check(
         dtype=str(spec["dtype"]),
         shape=list(spec["shape"]),
         comparison=compare(device_value, ref_value),
+        layers=list(layers),
     )
 
 
@@ -193,7 +209,8 @@ def validate_layers(
                     continue
                 device_value = session.read_plan_tensor(tensor_id)
                 ref_value = host.read_tensor(tensor_id) if host is not None else expected[tensor_id]
-                checks.append(_check(index, name, tensors[tensor_id], device_value, ref_value))
+                layers = kernel_layers(library.metadata, index)
+                checks.append(_check(index, name, tensors[tensor_id], device_value, ref_value, layers))
                 if isolate and host is not None and not np.array_equal(device_value, ref_value):
                     host.write_tensor(tensor_id, device_value)
         # Expected tensors no kernel writes (e.g. an output that is a view): compare at the end.

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from utvm.templates import TEMPLATES_DIR
 
-from . import c_sources, flash_constants, metadata, tvm_interface
+from . import c_sources, flash_constants, layer_map, metadata, tvm_interface
 from .archive import check_output, write_archive
 from .c_names import c_identifier
 from .check import check_archive
@@ -94,7 +94,8 @@ def compile_model(
     if count:
         progress(f"{count} quantized operators use integer kernels")
     progress(f"lowering {imported.name} with Relax")
-    lowered = lower(imported.mod, target_dict, imported.label)
+    trace: dict = {}  # which bindings each kernel computes, for the layer map
+    lowered = lower(imported.mod, target_dict, imported.label, trace)
     plan = extract_plan(lowered, imported.label, imported.output_names)
 
     name = imported.name
@@ -151,6 +152,9 @@ def compile_model(
         "codegen/host/src/" + tvm_interface.SOURCE: tvm_interface.interface_source(meta).encode(),
         "src/relax.txt": lowered.script().encode(),
     }
+    if imported.layers is not None:
+        layer_map.annotate(meta, plan, imported.layers, trace, imported.digest, files, model)
+        files[metadata.METADATA_FILE] = metadata.dumps(meta)
     if flash_constants.is_avr_target(target_dict):
         files = flash_constants.place_constants_in_flash(files, name, plan)
     # The check runs the C that ships (for an AVR target, the flash-constant rewrite, whose macros

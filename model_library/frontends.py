@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 from .c_names import c_identifier
 from .errors import ModelError
 from .importer_errors import check_onnx_tensors, check_tflite_operators, run_importer
+from .layer_map import assign, onnx_layers, recording, tflite_layers, torch_layers
 from .onnx_legacy import restate_legacy_ops
 
 # utvm's plan and device runtime count a tensor's bytes, and the arena's, in 32 bits.
@@ -71,6 +72,7 @@ class ImportedModel:
     # The output shapes the model file declares, where it declares them (checked against the import).
     declared_output_shapes: list = field(default_factory=list)
     output_quantization: list = field(default_factory=list)
+    layers: Any = None  # layer_map.LayerMap: which bindings of `main` compute which source layer
 
 
 def sanitize_name(name: str) -> str:
@@ -175,9 +177,11 @@ def _import_tflite(path: Path, data: bytes, name: str, digest: str, input_shapes
     from tvm.relax.frontend.tflite import from_tflite
 
     shape_dict = {k: tuple(v) for k, v in (input_shapes or {}).items()} or None
-    mod = run_importer(path, "TFLite", lambda: from_tflite(model, shape_dict=shape_dict))
+    with recording("tflite") as recorded:
+        mod = run_importer(path, "TFLite", lambda: from_tflite(model, shape_dict=shape_dict))
+    mod, layers = assign("tflite", mod, recorded, *tflite_layers(model))
     mod = _bind_detached_params(mod, relax)
-    imported = ImportedModel(mod, name, "tflite", str(path), digest)
+    imported = ImportedModel(mod, name, "tflite", str(path), digest, layers=layers)
     imported.inputs = [TensorInfo(n, quantization=q) for n, q in inputs]
     imported.output_names = [n for n, _ in outputs]
     imported.output_quantization = [q for _, q in outputs]
@@ -282,9 +286,11 @@ def _import_onnx(path: Path, data: bytes, name: str, digest: str, input_shapes) 
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
-    mod = run_importer(path, "ONNX", lambda: from_onnx(model, shape_dict=shapes, dtype_dict=dtypes))
+    with recording("onnx") as recorded:
+        mod = run_importer(path, "ONNX", lambda: from_onnx(model, shape_dict=shapes, dtype_dict=dtypes))
+    mod, layers = assign("onnx", mod, recorded, *onnx_layers(model))
     mod = _bind_detached_params(mod, relax)
-    imported = ImportedModel(mod, name, "onnx", str(path), digest)
+    imported = ImportedModel(mod, name, "onnx", str(path), digest, layers=layers)
     imported.inputs = [TensorInfo(value.name) for value in graph_inputs]
     imported.output_names = [value.name for value in model.graph.output]
     return imported
@@ -416,10 +422,13 @@ def _import_torch(model, example_inputs, label: str | None = None) -> ImportedMo
             model = torch.export.export(model.eval(), tuple(example_inputs))
         except Exception as err:
             raise ModelError(f"{label}: torch.export failed ({type(err).__name__}: {err})") from None
-    mod = run_importer(label, "PyTorch", lambda: from_exported_program(model))
+    with recording("torch") as recorded:
+        mod = run_importer(label, "PyTorch", lambda: from_exported_program(model))
+    mod, layers = assign("torch", mod, recorded, *torch_layers(recorded))
     mod = _bind_detached_params(mod, relax)
     imported = _import_relax(mod, label, sanitize_name(type(model).__name__), _module_digest(mod))
     imported.fmt = "torch"
+    imported.layers = layers
     return imported
 
 

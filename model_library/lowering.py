@@ -11,8 +11,12 @@ from .constant_folding import fold_constants
 from .errors import ModelError
 
 
-def lower(mod, target: dict, label: str):
-    """Legalize, fold and fuse `mod`; raise ModelError if TVM cannot lower an operator."""
+def lower(mod, target: dict, label: str, trace: dict | None = None):
+    """Legalize, fold and fuse `mod`; raise ModelError if TVM cannot lower an operator.
+
+    `trace`, when given, is filled with `layer_map.fusion_trace`: which bindings of the module
+    before FuseOps each binding after it computes (FuseTIR keeps those names for the kernels).
+    """
     import tvm
     from tvm import relax
 
@@ -24,13 +28,17 @@ def lower(mod, target: dict, label: str):
         relax.transform.AnnotateTIROpPattern(),
         fold_constants(),
         relax.transform.FoldConstant(),
-        relax.transform.FuseOps(),
-        relax.transform.FuseTIR(),
-        relax.transform.DeadCodeElimination(),
     ]
+    after_fusion = [relax.transform.FuseTIR(), relax.transform.DeadCodeElimination()]
     try:
         with tvm_target(target), tvm.transform.PassContext(opt_level=3):
-            return tvm.ir.transform.Sequential(passes)(mod)
+            unfused = tvm.ir.transform.Sequential(passes)(mod)
+            mod = relax.transform.FuseOps()(unfused)
+            if trace is not None:
+                from .layer_map import fusion_trace
+
+                trace.update(fusion_trace(unfused, mod))
+            return tvm.ir.transform.Sequential(after_fusion)(mod)
     except Exception as err:
         first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
         culprit = _failing_operator(mod, target)

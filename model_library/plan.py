@@ -46,6 +46,7 @@ class PlanKernel:
     args: list = field(default_factory=list)  # tensor ids in call order
     outputs: list = field(default_factory=list)
     function: str = ""  # C symbol
+    var: str = ""  # the binding of the lowered `main` it computes (layer_map reads it)
 
 
 @dataclass
@@ -111,10 +112,10 @@ class _Builder:
             )
         return value
 
-    def add_kernel(self, prim_func: str, args: list, outputs: list) -> None:
+    def add_kernel(self, prim_func: str, args: list, outputs: list, var: str = "") -> None:
         index = len(self.kernels)
         name = self.unique(prim_func, self.kernel_names)
-        self.kernels.append(PlanKernel(index, name, prim_func, args + outputs, outputs))
+        self.kernels.append(PlanKernel(index, name, prim_func, args + outputs, outputs, var=var))
 
 
 def extract_plan(mod, label: str, output_names: list) -> ExecutionPlan:
@@ -222,7 +223,7 @@ def _bind_call_tir(b: _Builder, var, call, is_returned: bool) -> None:
         b.add_tensor(callee.name_hint if len(out_types) == 1 else f"{callee.name_hint}.{i}", ty)
         for i, ty in enumerate(out_types)
     ]
-    b.add_kernel(callee.name_hint, args, outputs)
+    b.add_kernel(callee.name_hint, args, outputs, var.name)
     b.values[var] = outputs[0] if len(outputs) == 1 else tuple(outputs)
 
 

@@ -50,13 +50,29 @@ def run_source(source: SourceModel, inputs: list) -> list:
     if source.fmt == "tflite":
         return _run_tflite(Path(source.model), inputs)
     if source.fmt == "onnx":
-        return _run_onnx(Path(source.model), inputs)
+        return _run_onnx(Path(source.model), inputs)[0]
     if source.fmt == "torch":
         return _run_torch(source.model, inputs)
     raise Unavailable(f"a {source.fmt} model has no source runtime to compare with")
 
 
-def _run_tflite(path: Path, inputs: list) -> list:
+def run_source_layers(source: SourceModel, inputs: list, keys: list) -> dict:
+    """The source runtime's tensors of its layers, {key: array} for the `keys` it has.
+
+    Keys are TFLite tensor names (the interpreter keeps every intermediate tensor), ONNX value
+    names (exposed as extra graph outputs) or FX node names of a torch.export program (each node's
+    value, read as the graph runs). Raises Unavailable as `run_source` does.
+    """
+    if source.fmt == "tflite":
+        return _run_tflite(Path(source.model), inputs, keys)[1]
+    if source.fmt == "onnx":
+        return _run_onnx(Path(source.model), inputs, keys)[1]
+    if source.fmt == "torch":
+        return _run_torch_nodes(source.model, inputs, keys)
+    raise Unavailable(f"a {source.fmt} model has no source runtime to compare with")
+
+
+def _run_tflite(path: Path, inputs: list, keys: list | None = None):
     try:
         from ai_edge_litert import interpreter as litert
     except ImportError:
@@ -67,6 +83,7 @@ def _run_tflite(path: Path, inputs: list) -> list:
                 model_path=str(path),
                 experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF,
                 num_threads=1,
+                experimental_preserve_all_tensors=keys is not None,
             )
             interpreter.allocate_tensors()
         details = interpreter.get_input_details()
@@ -75,14 +92,21 @@ def _run_tflite(path: Path, inputs: list) -> list:
             interpreter.set_tensor(detail["index"], _as_shape(array, detail["shape"]))
         with _quiet():
             interpreter.invoke()
-        return [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+        outputs = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+        if keys is None:
+            return outputs
+        wanted, found = set(keys), {}
+        for detail in interpreter.get_tensor_details():
+            if detail["name"] in wanted and detail["name"] not in found:
+                found[detail["name"]] = np.array(interpreter.get_tensor(detail["index"]))
+        return outputs, found
     except Unavailable:
         raise
     except Exception as err:
         raise Unavailable(f"the TFLite interpreter cannot run the model: {_first_line(err)}") from None
 
 
-def _run_onnx(path: Path, inputs: list) -> list:
+def _run_onnx(path: Path, inputs: list, keys: list | None = None) -> tuple:
     try:
         import onnx
         import onnxruntime
@@ -93,13 +117,18 @@ def _run_onnx(path: Path, inputs: list) -> list:
         initializers = {i.name for i in model.graph.initializer}
         names = [i.name for i in model.graph.input if i.name not in initializers]
         _check_count("ONNX Runtime", len(names), inputs)
+        declared = [o.name for o in model.graph.output]
+        extra = [k for k in dict.fromkeys(keys or []) if k not in declared and k not in initializers]
+        for key in extra:  # an output without a type: ONNX Runtime infers it
+            model.graph.output.append(onnx.ValueInfoProto(name=key))
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: old opsets make it warn on every load
         session = onnxruntime.InferenceSession(
             model.SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
-        outputs = session.run(None, dict(zip(names, inputs)))
-        return [np.asarray(o) for o in outputs]
+        outputs = [np.asarray(o) for o in session.run(None, dict(zip(names, inputs)))]
+        by_name = dict(zip(declared + extra, outputs))
+        return outputs[: len(declared)], {k: by_name[k] for k in keys or [] if k in by_name}
     except Unavailable:
         raise
     except Exception as err:
@@ -121,6 +150,36 @@ def _run_torch(model, inputs: list) -> list:
         raise Unavailable(f"PyTorch cannot run the model: {_first_line(err)}") from None
     leaves = result if isinstance(result, (list, tuple)) else [result]
     return [leaf.detach().cpu().numpy() for leaf in _flatten(leaves)]
+
+
+def _run_torch_nodes(model, inputs: list, keys: list) -> dict:
+    try:
+        import torch
+    except ImportError:
+        raise Unavailable("PyTorch is not installed") from None
+    wanted, found = set(keys), {}
+
+    try:
+        if isinstance(model, (str, Path)):
+            model = torch.export.load(str(model))
+        if not isinstance(model, torch.export.ExportedProgram):
+            raise Unavailable("reading a PyTorch model's layers needs its torch.export program")
+        model = model.run_decompositions()  # the program TVM's importer converts, node for node
+
+        class Recorder(torch.fx.Interpreter):
+            def run_node(self, node):
+                value = super().run_node(node)
+                if node.name in wanted and isinstance(value, torch.Tensor):
+                    found[node.name] = value.detach().cpu().numpy()
+                return value
+
+        with torch.no_grad():
+            Recorder(model.module()).run(*[torch.from_numpy(np.ascontiguousarray(a)) for a in inputs])
+    except Unavailable:
+        raise
+    except Exception as err:
+        raise Unavailable(f"PyTorch cannot run the model: {_first_line(err)}") from None
+    return found
 
 
 def _flatten(values) -> list:

@@ -48,6 +48,10 @@ MODEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 C_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
 MODEL_HASH = re.compile(r"[0-9a-f]{8,128}")
 MAX_NAME_CHARS = 256
+# The source model's layers (optional `source_layers`): names as the model spells them.
+SOURCE_FORMATS = ("tflite", "onnx", "torch")
+MAX_LAYER_NAME_CHARS = 1024
+SOURCE_MODEL_FILES = ("src/model.tflite", "src/model.onnx", "src/model.pt2")
 # No single tensor or pool of a model for any board utvm serves comes near this; beyond it a size is
 # taken for a corrupt or crafted archive.
 MAX_BYTES = 1 << 40
@@ -185,6 +189,7 @@ def validate_metadata(metadata, where: str) -> None:
             ids = kernel.get(key)
             if not isinstance(ids, list) or not all(_is_count(i) and i < count for i in ids):
                 fail(f"plan.kernels[{index}].{key} must list tensor ids below {count}")
+    _check_source_layers(metadata, fail)
     for side in ("inputs", "outputs"):
         if not metadata[side]:
             fail(f"{side} is empty")
@@ -206,11 +211,41 @@ def _check_pattern(value, pattern, what: str, meaning: str, fail) -> None:
         fail(f"{what} {shown} is not {meaning}")
 
 
-def _check_name(value, what: str, fail) -> None:
+def _check_name(value, what: str, fail, longest: int = MAX_NAME_CHARS) -> None:
     # Tensor names come from the model (e.g. "serving_default_input_1:0", "gpu_0/data_0"): any
     # printable text, on one line, of a sane length.
-    if not isinstance(value, str) or not value or len(value) > MAX_NAME_CHARS or not value.isprintable():
-        fail(f"{what} {repr(value)[:80]} is not a printable name of 1 to {MAX_NAME_CHARS} characters")
+    if not isinstance(value, str) or not value or len(value) > longest or not value.isprintable():
+        fail(f"{what} {repr(value)[:80]} is not a printable name of 1 to {longest} characters")
+
+
+def _check_source_layers(metadata: dict, fail) -> None:
+    """The optional layer map: `source_layers` and each kernel's `layers` and `source_output`."""
+    source = metadata.get("source_layers")
+    kernels = metadata["plan"]["kernels"]
+    if source is None:
+        if any("layers" in k or "source_output" in k for k in kernels):
+            fail("plan.kernels name source layers, but there is no source_layers")
+        return
+    if not isinstance(source, dict) or source.get("format") not in SOURCE_FORMATS:
+        fail(f"source_layers.format must be one of {', '.join(SOURCE_FORMATS)}")
+    _check_pattern(source.get("model_sha256"), MODEL_HASH, "source_layers.model_sha256", "lower-case hex",
+                   fail)
+    if "model_file" in source and source["model_file"] not in SOURCE_MODEL_FILES:
+        fail(f"source_layers.model_file must be one of {', '.join(SOURCE_MODEL_FILES)}")
+    layers = source.get("layers")
+    if not isinstance(layers, list):
+        fail("source_layers.layers is missing or not a list")
+    for index, layer in enumerate(layers):
+        if not isinstance(layer, dict) or layer.get("index") != index:
+            fail(f"source_layers.layers[{index}] is not an object with index {index}")
+        for key in ("op", "name", "output") + (("module",) if "module" in layer else ()):
+            _check_name(layer.get(key), f"source_layers.layers[{index}].{key}", fail, MAX_LAYER_NAME_CHARS)
+    for index, kernel in enumerate(kernels):
+        covered, output = kernel.get("layers", []), kernel.get("source_output")
+        if not isinstance(covered, list) or not all(_is_count(i) and i < len(layers) for i in covered):
+            fail(f"plan.kernels[{index}].layers must list layer indices below {len(layers)}")
+        if output is not None and not (_is_count(output) and output in covered):
+            fail(f"plan.kernels[{index}].source_output must be one of its layers, or null")
 
 
 def _check_tensor(tensor, index: int, arena: int, fail) -> None:

@@ -172,7 +172,7 @@ def test_benchmark_profile_and_validate_report_instruction_counts(case):
     assert bench, human
     assert _count(bench.group(2)) == round(report["benchmark"]["median"] * 1e9)
     kernels = [k["name"] for k in case["library"].kernels]
-    rows = re.findall(r"^\s+(\d+)  (\S+)\s+([\d,]+)\s+[\d.]+%$", human, re.M)
+    rows = re.findall(r"^\s+(\d+)  (\S+)\s+([\d,]+)\s+[\d.]+%(?:  #.*)?$", human, re.M)
     assert [name for _, name, _ in rows] == kernels, human
     counts = [_count(c) for _, _, c in rows]
     assert all(c > 0 for c in counts)

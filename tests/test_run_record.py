@@ -1,0 +1,72 @@
+"""Issue 16's reproducibility record: `utvm run --json` carries it and `--record` writes it. The same
+project and input give the same hashes (also after a clean rebuild); a project generated with other
+`cflags` has another firmware hash and the same archive."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+from host_driven_helpers import cached_archive, run_cli
+from utvm.host_driven.run_record import without_time
+from utvm.model_library import load
+
+
+def cli(*args):
+    result = run_cli(*args)
+    assert result.returncode == 0, f"utvm {' '.join(map(str, args))}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def record_of(project, out):
+    report = json.loads(cli("run", project, "--json", "--seed", "5", "--record", out).stdout)
+    written = json.loads(out.read_text())
+    assert written == report["record"]
+    return written
+
+
+def test_record_reproduces_and_follows_cflags(tmp_path_factory, tmp_path):
+    from model_builders import make_small_tflite
+
+    model = {}
+
+    def build_model(workdir):
+        model["path"] = make_small_tflite(workdir / "small.tflite", quantized=True)
+        return model["path"]
+
+    archive = cached_archive(tmp_path_factory, "small_int8_record", build_model)
+    project = tmp_path / "proj"
+    cli("create-project", "host", archive, project)
+    cli("build", project)
+    first = record_of(project, tmp_path / "r1.json")
+    again = record_of(project, tmp_path / "r2.json")
+    assert without_time(first) == without_time(again)
+
+    assert first["firmware"]["path"] == "build/model_device"
+    image = (project / "build/model_device").read_bytes()
+    assert first["firmware"]["sha256"] == hashlib.sha256(image).hexdigest()
+    assert first["archive"]["sha256"] == hashlib.sha256((project / "model.tar").read_bytes()).hexdigest()
+    assert first["archive"]["model_hash"] == load(archive).model_hash
+    assert first["model"]["sha256"] == hashlib.sha256(model["path"].read_bytes()).hexdigest()
+    assert first["model"]["format"] == "tflite"
+    assert first["versions"]["tvm"] and first["versions"]["utvm"]
+    assert first["versions"]["compiler"]["version"], first["versions"]
+    assert first["board"] == {"name": "host", "kind": "host", "emulated": False, "emulator": None}
+    assert first["template"]["platform"] == "host" and first["template"]["options"]["cflags"] == ""
+    assert first["seed"] == 5 and first["time"].endswith("+00:00")
+
+    # A clean rebuild of the same project: the same image.
+    shutil.rmtree(project / "build")
+    cli("build", project)
+    assert without_time(record_of(project, tmp_path / "r3.json")) == without_time(first)
+
+    # Another cflags: another image, the same archive and model.
+    other = tmp_path / "proj_o1"
+    cli("create-project", "host", archive, other, "-o", "cflags=-O1")
+    cli("build", other)
+    changed = record_of(other, tmp_path / "r4.json")
+    assert changed["firmware"]["sha256"] != first["firmware"]["sha256"]
+    assert changed["archive"] == first["archive"] and changed["model"] == first["model"]
+    assert changed["template"]["options"]["cflags"] == "-O1"
+    assert "-O1" in changed["versions"]["compiler"]["flags"]
