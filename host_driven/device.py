@@ -28,7 +28,7 @@ def _progress_of(progress: Optional[Progress], total: int) -> Optional[Callable[
         return None
     done = [0]
 
-    def on_chunk(_index: int, nbytes: int) -> None:
+    def on_chunk(_offset: int, nbytes: int) -> None:
         done[0] += nbytes
         progress(done[0], total)
 

@@ -1,6 +1,6 @@
 """The single-request fast path over a pipe pair: a request and its reply in one C call.
 
-Used by :class:`~utvm.host_driven.session.ProtocolSession` when its transport is a pipe pair
+Used by the session's ``PipeCallPath`` (fast_paths.py) when its transport is a pipe pair
 (``Transport.pipe_fds()``) and the framing accelerator is loaded. The C side (``_pipe_call.c``)
 frames the request, writes it, waits for the first bytes back and takes them when they are
 exactly the expected reply. Every other outcome is handed back to the session's own path: the

@@ -7,22 +7,24 @@ session id, and only the reply with both is taken as its answer. A lost or corru
 retried with the same sequence number: the device replays its last reply instead of running a
 command twice, and every other command is idempotent. An ANNOUNCE (the device booted) during a
 session raises DeviceRebootedError; LOG packets go to Python logging at any time.
+
+This is the protocol engine. The common cases (a single request answered at once, a transfer's
+batches) go through the fast path chosen for the transport (fast_paths.py), which hands anything
+else back to the engine's general loop (``_await``).
 """
 
 from __future__ import annotations
 
 import collections
-import ctypes
 import itertools
 import logging
 import secrets
-import struct
-import sys
 import time
 from typing import Callable, Deque, Dict, Iterable, List, Optional, Tuple
 
-from . import pipe_call
+from . import fast_paths
 from . import protocol as P
+from .chunks import ChunkHandler, Chunks
 from .errors import (
     DeviceError,
     DeviceRebootedError,
@@ -31,7 +33,8 @@ from .errors import (
     SessionClosedError,
     TransportClosedError,
 )
-from .framing import CRC_BYTES, FrameDecoder, FrameEncoder, encode
+from .fast_paths import Handback
+from .framing import FrameDecoder, FrameEncoder, encode
 from .transport import Transport
 
 DEVICE_LOGGER = logging.getLogger("utvm.device")
@@ -47,16 +50,11 @@ RECENT_LOG_LINES = 20
 MIN_DECODE_LIMIT = 4096
 # Below glibc's mmap threshold: larger reads cost a fresh mapping (page faults) each time.
 _READ_BYTES = 64 * 1024
-# A bulk READ's receive area, kept by the session: a batch of replies is about 130 KiB.
-_RX_AREA_BYTES = 256 * 1024
 
 # Looked up once: the single-request path runs in a few microseconds.
 _PACK_HEADER = P.HEADER.pack
 _HEADER_BYTES = P.HEADER.size
 _PKT_REQUEST = P.PKT_REQUEST
-_PKT_REPLY_OK = P.PKT_REPLY_OK
-_U16 = struct.Struct("<H")
-_U32 = struct.Struct("<I")
 
 LogHandler = Callable[[int, str], None]
 
@@ -102,9 +100,7 @@ class ProtocolSession:
         self._pending: Deque[bytes] = collections.deque()
         self._seq = secrets.randbelow(0x10000)
         self._open = False
-        self._pipe_call: Optional[pipe_call.PipeCall] = None
-        self._rx_area: Optional[bytearray] = None
-        self._rx_address = 0
+        self._path: fast_paths.FramePath = fast_paths.FramePath(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -116,7 +112,7 @@ class ProtocolSession:
     def fast_path(self) -> Optional[str]:
         """"pipe call" when single requests go through the C fast path (a pipe-pair transport and
         the framing accelerator, see pipe_call.py), else None."""
-        return "pipe call" if self._pipe_call is not None and self.transport.pipe_fds() is not None else None
+        return self._path.name if self.transport.pipe_fds() is not None else None
 
     def open(self) -> ProtocolSession:
         """Handshake with the device (again, after a reboot). Raises IoTimeoutError if it never answers."""
@@ -167,7 +163,7 @@ class ProtocolSession:
         self.device_max_packet = device_max
         self.max_packet = min(self.host_max_packet, device_max)
         self.window = max(1, min(self.host_window, window))
-        self._pipe_call = pipe_call.for_transport(self.transport, self._encoder.lib, self.max_packet)
+        self._path = fast_paths.choose(self, self._encoder.lib, self.max_packet)
         self._open = True
         _LOG.debug("session %08x open: packet %d bytes, window %d", session_id, self.max_packet, self.window)
 
@@ -263,42 +259,23 @@ class ProtocolSession:
             raise SessionClosedError("the session is not open", hint="call ProtocolSession.open() first")
         if self._pending:
             return self.request_many(cmd, [payload], timeout=timeout)[0]
-        # The common case, kept short (a round trip is a few microseconds): one frame out, and the
-        # first slice back is exactly the reply. Anything else goes through the general loop.
+        # The common case goes through the fast path (a round trip is a few microseconds); what it
+        # cannot finish, the general loop does.
         if timeout is None:
             timeout = self.timeout
         packet = self._request_packet(cmd, payload)
-        fast = self._pipe_call
-        if fast is not None and self.transport.pipe_fds() is not None:
-            outcome = fast.call(packet, len(packet), int(timeout * 1000) + 1)
-            if outcome >= 0:
-                return fast.payload(outcome)
-            decoder = self._decoder
-            bad_before = decoder.bad_frames
-            if outcome == pipe_call.OTHER:
-                data = fast.received()
-            elif outcome == pipe_call.TIMEOUT:
-                data = None
-            elif outcome == pipe_call.TOO_LARGE:  # _request_packet keeps to max_packet: a bug if seen
-                raise ValueError(f"a {len(packet)}-byte packet does not fit the pipe call's frame buffer")
-            else:  # the pipe failed or was full: the transport's own calls go on (and name a failure)
-                self._write_frame(fast.unwritten(), timeout, cmd)
-                data = self._first_slice(timeout, cmd)
-        else:
-            decoder = self._decoder
-            bad_before = decoder.bad_frames
-            self._write_frame(encode(packet), timeout, cmd)
-            data = self._first_slice(timeout, cmd)
-        if data is None:
-            packets = []
-            deadline = time.monotonic()  # the read waited the whole timeout
-        else:
-            reply = decoder.sole_packet(data, _PACK_HEADER(_PKT_REPLY_OK, cmd, self._seq, self.session_id))
-            if reply is not None:
-                return reply
-            packets = self._without_logs(decoder.feed(data))
-            deadline = time.monotonic() + timeout
-        return self._await(cmd, [packet], packets, timeout, bad_before, deadline)[0]
+        reply = self._path.round_trip(packet, timeout)
+        if type(reply) is bytes:
+            return reply
+        return self._finish(cmd, [packet], reply, timeout)[0]
+
+    def _finish(self, cmd: int, requests: List[bytes], handback: Handback, timeout: float,
+                on_reply: Optional[Callable[[int, bytes], None]] = None) -> List[bytes]:
+        """The replies to ``requests`` (already sent), after a fast path handed them back."""
+        data = handback.data
+        packets = [] if data is None else self._without_logs(self._decoder.feed(data))
+        return self._await(cmd, requests, packets, timeout, handback.bad_before, handback.deadline,
+                           on_reply=on_reply, framed=True)
 
     def request_many(self, cmd: int, payloads: Iterable[bytes], timeout: Optional[float] = None,
                      on_reply: Optional[Callable[[int, bytes], None]] = None) -> List[bytes]:
@@ -411,43 +388,40 @@ class ProtocolSession:
         when ``length_at`` is not 0, its length (u32) there; both positions count from the start
         of the packet (header included). A WRITE sends ``source`` (a contiguous byte buffer) chunk
         by chunk; a READ's reply payloads, which must be exactly each chunk's length, are stored
-        in ``sink`` (a writable byte buffer of ``total`` bytes). ``on_chunk(index, nbytes)`` is
-        called as each chunk is acknowledged. With the framing accelerator, each batch of up to
-        ``window`` requests is framed straight from ``source`` and its replies decoded straight
-        into ``sink`` in one C call each; anything unexpected (a lost, corrupted or stale reply, a
-        LOG, an error) hands the rest of the batch to the per-request path, retries included.
+        in ``sink`` (a writable byte buffer of ``total`` bytes). ``on_chunk(offset, nbytes)`` is
+        called as each chunk is acknowledged. The fast path's batch route (fast_paths.py) moves a
+        window of requests at a time; anything unexpected (a lost, corrupted or stale reply, a
+        LOG, an error) hands the rest of the batch to the per-request loop, retries included.
         """
         if not self._open:
             raise SessionClosedError("the session is not open", hint="call ProtocolSession.open() first")
         timeout = self.timeout if timeout is None else timeout
-        plan = _Chunks(_PACK_HEADER(P.PKT_REQUEST, cmd, 0, self.session_id) + args, offset_at, length_at,
-                       chunk, total, source)
-        lib = self._encoder.lib
-        if lib is None or total == 0 or sys.byteorder != "little" or not self._decoder.idle or self._pending:
+        plan = Chunks(_PACK_HEADER(P.PKT_REQUEST, cmd, 0, self.session_id) + args, offset_at, length_at,
+                      chunk, total, source)
+        batches = self._path.batches(plan, sink) if total else None
+        if batches is None:
             payloads = (plan.packet(0, index)[P.HEADER.size:] for index in range(plan.count))
-            handler = _ChunkHandler(cmd, plan, sink, on_chunk, 0)
+            handler = ChunkHandler(cmd, plan, sink, on_chunk, 0)
             self.request_many(cmd, payloads, timeout=timeout, on_reply=handler)
             return
-        bulk = _BulkBuffers.of(self, lib, plan, sink)
         done = 0
         while done < plan.count:
             count = min(self.window, plan.count - done)
             seq = (self._seq + 1) & 0xFFFF
             self._seq = (self._seq + count) & 0xFFFF
-            frames = bulk.requests(seq, done, count)
-            self._send(frames, timeout, cmd)
-            if sink is None:
-                taken, leftover, deadline = self._take_acks(bulk, cmd, seq, count, timeout)
-            else:
-                taken, leftover, deadline = self._take_reads(bulk, cmd, seq, done, count, timeout)
+            handback = batches.run(seq, done, count, timeout)
+            taken = handback.taken
             if on_chunk is not None:
                 for index in range(done, done + taken):
-                    on_chunk(index, plan.length(index))
+                    on_chunk(plan.offset(index), plan.length(index))
             if taken < count:
-                self._finish_batch(cmd, plan, seq, done, taken, count, leftover, sink, on_chunk, timeout,
-                                   deadline)
-            elif leftover:
-                self._pending.extend(self._without_logs(self._decoder.feed(leftover)))
+                first = done + taken
+                requests = [plan.packet((seq + index - done) & 0xFFFF, index)
+                            for index in range(first, done + count)]
+                self._finish(cmd, requests, handback, timeout,
+                             on_reply=ChunkHandler(cmd, plan, sink, on_chunk, first))
+            elif handback.data:
+                self._pending.extend(self._without_logs(self._decoder.feed(handback.data)))
             done += count
 
     def _read_for(self, deadline: float, name: str, into: Optional[memoryview] = None):
@@ -463,82 +437,12 @@ class ProtocolSession:
         except TransportClosedError as err:
             raise self._receive_failed(err, name) from err
 
-    def _take_acks(self, bulk: _BulkBuffers, cmd: int, seq: int, count: int, timeout: float):
-        """(acks taken in order, bytes left over, deadline) for a WRITE batch: the replies are known
-        in advance, so the received bytes are compared with their frames."""
-        expected, ends = bulk.acks(seq, count)
-        name = P.COMMAND_NAMES[cmd]
-        pos = 0
-        deadline = time.monotonic() + timeout
-        while pos < len(expected):
-            data = self._read_for(deadline, name)
-            if data is None:
-                data = b""
-            elif expected.startswith(data, pos):
-                pos += len(data)
-                deadline = time.monotonic() + timeout
-                continue
-            same = 0
-            limit = min(len(data), len(expected) - pos)
-            while same < limit and data[same] == expected[pos + same]:
-                same += 1
-            taken = sum(1 for end in ends if end <= pos + same)
-            start = ends[taken - 1] if taken else 0
-            return taken, expected[start:pos] + data[max(0, start - pos):], deadline
-        return count, b"", deadline
-
-    def _take_reads(self, bulk: _BulkBuffers, cmd: int, seq: int, done: int, count: int, timeout: float):
-        """(replies taken in order, bytes left over, deadline) for a READ batch, decoded into the sink.
-
-        Slices are read into the bulk buffers' receive area, behind the unfinished frame the last
-        one left, and the replies decoded from there straight into the sink."""
-        name = P.COMMAND_NAMES[cmd]
-        taken = 0
-        fill = 0
-        view = bulk.rx_view
-        deadline = time.monotonic() + timeout
-        while taken < count:
-            if fill == len(view):
-                return taken, bytes(view[:fill]), deadline  # no frame end in sight: not a reply
-            got = self._read_for(deadline, name, into=view[fill:])
-            if got is None:
-                return taken, bytes(view[:fill]), deadline
-            fill += got
-            got, used, bad = bulk.take(fill, seq + taken, done + taken, count - taken)
-            if got:
-                deadline = time.monotonic() + timeout
-            taken += got
-            if used:
-                view[:fill - used] = view[used:fill]
-                fill -= used
-            if bad:
-                break
-        return taken, bytes(view[:fill]), deadline
-
-    def _finish_batch(self, cmd: int, plan: _Chunks, seq: int, done: int, taken: int, count: int,
-                      leftover: bytes, sink, on_chunk, timeout: float, deadline: float) -> None:
-        """The rest of a batch (already sent) through the per-request path, with its retries."""
-        bad_before = self._decoder.bad_frames
-        packets = self._without_logs(self._decoder.feed(leftover)) if leftover else []
-        first = done + taken
-        requests = [plan.packet((seq + index - done) & 0xFFFF, index) for index in range(first, done + count)]
-        self._await(cmd, requests, packets, timeout, bad_before, deadline,
-                    on_reply=_ChunkHandler(cmd, plan, sink, on_chunk, first), framed=True)
-
     def _request_packet(self, cmd: int, payload: bytes) -> bytes:
         if _HEADER_BYTES + len(payload) > self.max_packet:
             raise ValueError(f"{P.COMMAND_NAMES.get(cmd, cmd)} payload of {len(payload)} bytes does not fit "
                              f"the negotiated packet of {self.max_packet} bytes")
         self._seq = seq = (self._seq + 1) & 0xFFFF
         return _PACK_HEADER(_PKT_REQUEST, cmd, seq, self.session_id) + payload
-
-    def _write_frame(self, frame: bytes, timeout: float, cmd: int) -> None:
-        if frame:
-            self._send(frame, timeout, cmd)
-
-    def _first_slice(self, timeout: float, cmd: int) -> Optional[bytes]:
-        """The next slice from the device, or None when ``timeout`` passes first."""
-        return self._read_for(time.monotonic() + timeout, P.COMMAND_NAMES.get(cmd, f"command {cmd}"))
 
     def _send(self, frame: bytes, timeout: float, cmd: int) -> None:
         try:
@@ -560,14 +464,6 @@ class ProtocolSession:
         self._open = False
         return TransportClosedError(f"{err}\n(while waiting for the reply to {name})" + self._log_context())
 
-    def receive_area(self, nbytes: int):
-        """(bytearray, its address) of at least ``nbytes``, kept for the session's next transfers:
-        a fresh buffer per transfer would cost a mapping and its page faults each time."""
-        if self._rx_area is None or len(self._rx_area) < nbytes:
-            self._rx_area = bytearray(nbytes)
-            self._rx_address = ctypes.addressof(ctypes.c_char.from_buffer(self._rx_area))
-        return self._rx_area, self._rx_address
-
     def wait_for_reboot(self, timeout: Optional[float] = None) -> int:
         """Wait for the device's boot ANNOUNCE (after a reset); returns its boot nonce."""
         timeout = self.timeout if timeout is None else timeout
@@ -582,114 +478,3 @@ class ProtocolSession:
                              + self._log_context())
 
 
-
-class _Chunks:
-    """The requests of a chunked transfer: a packet template patched per chunk."""
-
-    def __init__(self, template: bytes, offset_at: int, length_at: int, chunk: int, total: int, source):
-        self.template = template
-        self.offset_at = offset_at
-        self.length_at = length_at
-        self.chunk = chunk
-        self.total = total
-        self.source = source
-        self.count = max(1, -(-total // chunk))
-
-    def length(self, index: int) -> int:
-        return max(0, min(self.chunk, self.total - index * self.chunk))
-
-    def packet(self, seq: int, index: int) -> bytes:
-        """Request ``index`` with sequence number ``seq`` (its header's, patched)."""
-        head = bytearray(self.template)
-        offset = index * self.chunk
-        nbytes = self.length(index)
-        _U16.pack_into(head, 2, seq)
-        if self.offset_at:
-            _U32.pack_into(head, self.offset_at, offset)
-        if self.length_at:
-            _U32.pack_into(head, self.length_at, nbytes)
-        if self.source is None:
-            return bytes(head)
-        return bytes(head) + bytes(self.source[offset:offset + nbytes])
-
-
-class _ChunkHandler:
-    """on_reply for the per-request path of a transfer: checks and stores a READ's data, counts chunks."""
-
-    def __init__(self, cmd: int, plan: _Chunks, sink, on_chunk, first: int):
-        self.cmd, self.plan, self.sink, self.on_chunk, self.first = cmd, plan, sink, on_chunk, first
-
-    def __call__(self, index: int, payload: bytes) -> None:
-        index += self.first
-        nbytes = self.plan.length(index)
-        if self.sink is not None:
-            offset = index * self.plan.chunk
-            if len(payload) != nbytes:
-                raise ProtocolError(f"{P.COMMAND_NAMES.get(self.cmd)} at offset {offset} returned "
-                                    f"{len(payload)} bytes, not {nbytes}")
-            self.sink[offset:offset + nbytes] = payload
-        if self.on_chunk is not None:
-            self.on_chunk(index, nbytes)
-
-
-def _address(buffer, writable: bool) -> int:
-    if type(buffer) is bytes and not writable:
-        return ctypes.cast(ctypes.c_char_p(buffer), ctypes.c_void_p).value or 0
-    view = memoryview(buffer)
-    if view.readonly:
-        raise ValueError("a read-only buffer other than bytes")
-    return ctypes.addressof(ctypes.c_char.from_buffer(view))
-
-
-class _BulkBuffers:
-    """The accelerator's side of a transfer: frames batches from the source, takes replies into the sink."""
-
-    def __init__(self, session: ProtocolSession, lib, plan: _Chunks, source, sink):
-        self.lib = lib
-        self.plan = plan
-        self.window = session.window
-        self.source_keep = source
-        self.source = _address(source, False) if source is not None else None
-        self.sink_keep = sink
-        self.sink = _address(sink, True) if sink is not None else None
-        packet_room = 2 * (len(plan.template) + plan.chunk + CRC_BYTES) + 2
-        self.out = session._encoder.room(packet_room * self.window)
-        self.ends = (ctypes.c_size_t * self.window)()
-        self.reply = _PACK_HEADER(P.PKT_REPLY_OK, plan.template[1], 0, session.session_id)
-        self.used = ctypes.c_size_t()
-        self.bad = ctypes.c_int()
-        if sink is not None:
-            # Room for a batch of replies at once, and never less than two whole escaped frames.
-            self.rx, self.rx_address = session.receive_area(max(_RX_AREA_BYTES, 2 * packet_room))
-            self.rx_view = memoryview(self.rx)
-
-    @classmethod
-    def of(cls, session: ProtocolSession, lib, plan: _Chunks, sink) -> _BulkBuffers:
-        source = plan.source
-        if source is not None and type(source) is not bytes and memoryview(source).readonly:
-            source = plan.source = bytes(source)
-        return cls(session, lib, plan, source, sink)
-
-    def requests(self, seq: int, first: int, count: int) -> memoryview:
-        plan = self.plan
-        address, buffer = self.out
-        n = self.lib.utvm_accel_encode_chunks(plan.template, len(plan.template), plan.offset_at,
-                                              plan.length_at, seq, first * plan.chunk, plan.chunk, plan.total,
-                                              self.source, count, address, self.ends)
-        return memoryview(buffer)[:n]
-
-    def acks(self, seq: int, count: int):
-        """The frames of a WRITE batch's replies, and where each ends."""
-        out = ctypes.create_string_buffer(2 * (P.HEADER.size + CRC_BYTES) * count + 2 * count)
-        n = self.lib.utvm_accel_encode_chunks(self.reply, len(self.reply), 0, 0, seq, 0, 0, 0, None, count,
-                                              out, self.ends)
-        return out.raw[:n], self.ends[:count]
-
-    def take(self, fill: int, seq: int, first: int, count: int):
-        """(replies taken, bytes used, stopped at an unexpected frame) for READ replies in the first
-        ``fill`` bytes of the receive area."""
-        plan = self.plan
-        got = self.lib.utvm_accel_take_chunks(
-            self.rx_address, fill, self.reply, seq & 0xFFFF, first * plan.chunk, plan.chunk, plan.total,
-            count, self.sink, ctypes.byref(self.used), ctypes.byref(self.bad))
-        return got, self.used.value, bool(self.bad.value)

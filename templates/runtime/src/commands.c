@@ -224,7 +224,7 @@ static void cmd_tensor_info(utvm_reply_t *r, uint16_t id) {
     return;
   }
   t = &utvm_model.tensors[id];
-  if (check_room(r, 12u + 4u * t->ndim) != 0) {
+  if (check_room(r, UTVM_TENSOR_INFO_FIXED_BYTES + 4u * t->ndim) != 0) {
     return;
   }
   r->buf[0] = t->storage;
@@ -233,7 +233,7 @@ static void cmd_tensor_info(utvm_reply_t *r, uint16_t id) {
   r->buf[3] = t->ndim;
   utvm_put_u32(r->buf + 4, t->offset);
   utvm_put_u32(r->buf + 8, t->nbytes);
-  r->len = 12;
+  r->len = UTVM_TENSOR_INFO_FIXED_BYTES;
   for (i = 0; i < t->ndim; i++) {
     utvm_put_u32(r->buf + r->len, (uint32_t)t->shape[i]);
     r->len += 4u;

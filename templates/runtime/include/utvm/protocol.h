@@ -1,7 +1,9 @@
 /*
  * Wire constants of the host-driven protocol (docs/host-driven-protocol.md is
- * the spec of record; host_driven/session.py and device.py mirror these) and
- * little-endian field helpers that work on any alignment and byte order.
+ * the spec of record) and little-endian field helpers that work on any
+ * alignment and byte order. The host keeps the same constants in
+ * host_driven/protocol.py; tests/test_protocol_tables.py checks that every
+ * name here has its twin there with the same value, and the other way round.
  */
 #ifndef UTVM_PROTOCOL_H_
 #define UTVM_PROTOCOL_H_
@@ -54,6 +56,8 @@ enum utvm_command {
 #define UTVM_READ_ARGS_BYTES 16u  /* u16 tensor, u16 flags, u32 offset, u32 nbytes, u32 total */
 #define UTVM_TIME_ARGS_BYTES 12u  /* u16 kernel (0xFFFF = model), u16 flags, u32 number, u32 repeat */
 #define UTVM_INFO_FIXED_BYTES 40u
+/* TENSOR_INFO's fixed part: u8 storage, dtype code, dtype bits, ndim, u32 offset, u32 nbytes. */
+#define UTVM_TENSOR_INFO_FIXED_BYTES 12u
 #define UTVM_TIME_WHOLE_MODEL 0xFFFFu
 
 /* Status codes carried by REPLY_ERR. */
