@@ -11,7 +11,7 @@ import struct
 from typing import Callable, List, Optional, Tuple
 
 from . import protocol as P
-from .errors import ProtocolError
+from .errors import BadArgumentError, ProtocolError
 from .session import ProtocolSession
 
 Progress = Callable[[int, int], None]
@@ -211,10 +211,17 @@ class DeviceClient:
         """Device-timed calls: ``repeat`` tick counts, each for ``number`` back-to-back calls.
 
         ``kernel`` None times the whole model. ``timeout`` bounds each reply (one per packet of
-        tick counts), so give a long one for slow models or a large ``number``.
+        tick counts), so give a long one for slow models or a large ``number``. The device makes at
+        most ``protocol.TIME_MAX_CALLS`` calls (number x repeat), and stops a request that runs past
+        its ``UTVM_TIME_LIMIT_MS`` (a DeviceError, TOO_LARGE).
         """
         if number < 1 or repeat < 1:
-            raise ValueError(f"number and repeat must be at least 1, got number={number} repeat={repeat}")
+            raise BadArgumentError(
+                f"number and repeat must be at least 1, got number={number} repeat={repeat}")
+        if number * repeat > P.TIME_MAX_CALLS:
+            raise BadArgumentError(
+                f"TIME of {number} x {repeat} calls: the device makes at most {P.TIME_MAX_CALLS} calls "
+                "(number x repeat) per measurement", hint="ask for fewer calls")
         target = P.TIME_WHOLE_MODEL if kernel is None else kernel
         per_packet = (self.session.max_packet - P.HEADER.size) // 8
         ticks: List[int] = []

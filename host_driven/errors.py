@@ -14,6 +14,7 @@ from utvm.project_api.server import IoTimeoutError, TransportClosedError
 from . import protocol
 
 __all__ = [
+    "BadArgumentError",
     "DeviceError",
     "DeviceRebootedError",
     "HostDrivenError",
@@ -28,6 +29,12 @@ class HostDrivenError(UserError):
     """Base class of host-driven session errors."""
 
     exit_code = 1
+
+
+class BadArgumentError(HostDrivenError, ValueError):
+    """An argument the device would refuse (or that cannot be sent), caught before anything is sent."""
+
+    exit_code = 2
 
 
 class ProtocolError(HostDrivenError):

@@ -63,6 +63,9 @@ WRITE_ARGS = struct.Struct("<HHII")  # tensor, flags, offset, total; data follow
 READ_ARGS = struct.Struct("<HHIII")  # tensor, flags, offset, nbytes, total
 TIME_ARGS = struct.Struct("<HHII")  # kernel (TIME_WHOLE_MODEL = the model), flags, number, repeat
 TIME_WHOLE_MODEL = 0xFFFF
+# The most calls (number x repeat) one TIME request may make: beyond, the device refuses
+# (TOO_LARGE) rather than stay deaf for hours.
+TIME_MAX_CALLS = 1 << 24
 # INFO's fixed part; input ids, output ids and three NUL-terminated strings follow.
 INFO_FIXED = struct.Struct("<IIIIIQHHHHHBB")
 # TENSOR_INFO's fixed part; i32 shape[ndim] and the NUL-terminated name follow.

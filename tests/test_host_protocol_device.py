@@ -33,8 +33,8 @@ N = 1000
 BIG_BYTES = 65536
 ARENA_BYTES = 3024 + BIG_BYTES
 ADD, RELU, GUARD = range(3)
-# input[0] values that make fixture_guard misbehave.
-FAIL, ABORT, REBOOT, LOG = 127, 126, 125, 124
+# input[0] values that make fixture_guard misbehave (BUSY: for input[1] x 10 ms).
+FAIL, ABORT, REBOOT, LOG, BUSY = 127, 126, 125, 124, 123
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +93,12 @@ def client(open_session):
 def _input_with(first: int, seed: int = 0) -> np.ndarray:
     data = np.random.default_rng(seed).integers(-128, 128, N, dtype=np.int8)
     data[0] = first
+    return data
+
+
+def _busy_input(tens_of_ms: int) -> np.ndarray:
+    data = _input_with(BUSY)
+    data[1] = tens_of_ms
     return data
 
 
@@ -269,6 +275,40 @@ def test_time_returns_one_tick_count_per_repeat(client):
     assert len(client.time(kernel=RELU, number=1, repeat=2)) == 2
     # More repeats than one 128-byte packet holds (15): split over several TIME requests.
     assert len(client.time(kernel=ADD, repeat=40)) == 40
+
+
+def test_time_of_absurdly_many_calls_is_refused_at_once(client):
+    # Four billion runs would keep the device busy for hours, deaf to everything.
+    with pytest.raises(DeviceError, match=rf"TIME of 4294967295 x 1 calls exceeds the {P.TIME_MAX_CALLS} "
+                                          r"calls one request may make") as excinfo:
+        client.session.request(P.CMD_TIME, P.TIME_ARGS.pack(P.TIME_WHOLE_MODEL, 0, 0xFFFFFFFF, 1))
+    assert _device_error(excinfo).code == P.ERR_TOO_LARGE
+    # The bound is on number x repeat, not on each alone.
+    with pytest.raises(DeviceError, match=r"TIME of 2097152 x 10 calls exceeds"):
+        client.session.request(P.CMD_TIME, P.TIME_ARGS.pack(ADD, 0, 1 << 21, 10))
+    _expect_still_serving(client)
+
+
+@pytest.mark.parametrize("number, repeat", [(0xFFFFFFFF, 1), (1 << 32, 1), (4096, 8192)])
+def test_client_time_checks_the_same_bound_before_sending(client, number, repeat):
+    with pytest.raises(ValueError, match=rf"at most {P.TIME_MAX_CALLS} calls"):
+        client.time(number=number, repeat=repeat)
+    client.ping()  # nothing was sent
+
+
+def test_a_long_time_stops_at_the_devices_time_limit(tmp_path):
+    exe = build_device(tmp_path, defines=["UTVM_TIME_LIMIT_MS=300"])
+    with ProtocolSession(SubprocessTransport([str(exe)]), timeout=5.0, retries=0) as session:
+        client = DeviceClient(session)
+        client.write_tensor(INPUT, _busy_input(1).tobytes())  # each guard call: 10 ms
+        # 10000 calls would take 100 s: the device stops once its 300 ms are up, and says so.
+        with pytest.raises(DeviceError, match=r"TIME stopped after \d+ ms, after \d+ of 10000 calls "
+                                              r"\(UTVM_TIME_LIMIT_MS is 300\)") as excinfo:
+            client.time(kernel=GUARD, number=10000)
+        assert _device_error(excinfo).code == P.ERR_TOO_LARGE
+        assert len(client.time(kernel=GUARD, number=20)) == 1  # within the limit
+        client.write_tensor(INPUT, _busy_input(50).tobytes())
+        assert client.run() > 0  # one call is never cut short, whatever it takes
 
 
 # -- errors: a clear reply, and the device keeps serving ---------------------------------------------

@@ -59,6 +59,8 @@ enum utvm_command {
 /* TENSOR_INFO's fixed part: u8 storage, dtype code, dtype bits, ndim, u32 offset, u32 nbytes. */
 #define UTVM_TENSOR_INFO_FIXED_BYTES 12u
 #define UTVM_TIME_WHOLE_MODEL 0xFFFFu
+/* The most calls (number x repeat) one TIME request may make; more is refused with TOO_LARGE. */
+#define UTVM_TIME_MAX_CALLS 16777216u
 
 /* Status codes carried by REPLY_ERR. */
 enum utvm_status {
