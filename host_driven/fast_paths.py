@@ -124,6 +124,8 @@ class PipeCallPath(BulkPath):
             return Handback(0, self.call.received(), time.monotonic() + timeout, bad_before)
         if outcome == pipe_call.TIMEOUT:
             return Handback(0, None, time.monotonic(), bad_before)
+        if outcome == pipe_call.INTERRUPTED:  # the signal's handler has run (and did not raise)
+            return Handback(0, None, time.monotonic() + timeout, bad_before)
         if outcome == pipe_call.TOO_LARGE:  # the session keeps requests to max_packet: a bug if seen
             raise ValueError(f"a {len(packet)}-byte packet does not fit the pipe call's frame buffer")
         # The pipe failed or was full: the transport's own calls go on (and name a failure).

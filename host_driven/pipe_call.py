@@ -23,6 +23,7 @@ READ_FAILED = -3
 WRITE_FAILED = -4
 WRITE_PARTIAL = -5
 TOO_LARGE = -6
+INTERRUPTED = -7
 
 # Bytes taken per read, as the session's own reads.
 RX_BYTES = 64 * 1024
@@ -64,8 +65,9 @@ class PipeCall:
                                  max_packet + 2)
         # call(packet, len(packet), timeout_ms): the reply's payload length (at HEADER_BYTES of
         # payload()'s buffer) when the reply is the request's REPLY_OK, else an outcome (OTHER,
-        # TIMEOUT, READ_FAILED, WRITE_FAILED, WRITE_PARTIAL, TOO_LARGE). No Python frame in between: a
-        # round trip is a few microseconds.
+        # TIMEOUT, READ_FAILED, WRITE_FAILED, WRITE_PARTIAL, TOO_LARGE, INTERRUPTED: a signal came
+        # while it waited, so Python can run its handler). No Python frame in between: a round trip
+        # is a few microseconds.
         self.call = functools.partial(lib.utvm_pipe_call, ctypes.byref(self._context))
 
     def payload(self, length: int) -> bytes:
