@@ -11,7 +11,7 @@ import struct
 from typing import Callable, List, Optional, Tuple
 
 from . import protocol as P
-from .errors import BadArgumentError, ProtocolError
+from .errors import BadArgumentError, DeviceError, ProtocolError
 from .session import ProtocolSession
 
 Progress = Callable[[int, int], None]
@@ -20,6 +20,8 @@ _DTYPE_KINDS = {0: "int", 1: "uint", 2: "float", 4: "bfloat"}
 # Where a WRITE's or READ's offset, and a READ's length, sit in the request packet.
 _OFFSET_AT = P.HEADER.size + 4
 _READ_LENGTH_AT = P.HEADER.size + 8
+# A record longer than this is not one the runtime writes (a model's tables are a few KiB at most).
+MAX_RECORD_BYTES = 1 << 20
 
 
 def _progress_of(progress: Optional[Progress], total: int) -> Optional[Callable[[int, int], None]]:
@@ -40,7 +42,7 @@ def _version_text(version: int) -> str:
 
 
 def _strings(data: bytes, count: int) -> List[str]:
-    """`count` NUL-terminated strings (the device may cut the last ones short)."""
+    """`count` NUL-terminated strings (an older runtime may have cut the last ones short)."""
     parts = data.split(b"\0")
     return [(parts[i] if i < len(parts) else b"").decode("utf-8", "replace") for i in range(count)]
 
@@ -112,9 +114,27 @@ class DeviceClient:
         if echo != payload:
             raise ProtocolError(f"PING echoed {len(echo)} bytes that differ from the {len(payload)} sent")
 
+    def _record(self, cmd: int, args: bytes = b"") -> bytes:
+        """The whole record an INFO, TENSOR_INFO or KERNEL_INFO reply carries, in as many packets as
+        it takes: the next part is asked for from where the last ended, until one comes back short
+        of a full packet. (A runtime older than record offsets refuses the second ask: its one
+        packet, with the strings cut, is then all there is.)"""
+        data = self.session.request(cmd, args)
+        while len(data) >= self.session.max_packet - P.HEADER.size and len(data) < MAX_RECORD_BYTES:
+            try:
+                more = self.session.request(cmd, args + P.RECORD_OFFSET.pack(len(data)))
+            except DeviceError as err:
+                if err.code != P.ERR_BAD_LENGTH:
+                    raise
+                break
+            data += more
+            if not more:
+                break
+        return data
+
     def info(self) -> DeviceInfo:
         """Runtime, model and board facts, and the workspace high-water mark so far."""
-        data = self.session.request(P.CMD_INFO)
+        data = self._record(P.CMD_INFO)
         if len(data) < P.INFO_FIXED.size:
             raise ProtocolError(f"INFO reply of {len(data)} bytes is shorter than {P.INFO_FIXED.size}")
         (version, arena, workspace, peak, max_packet, timer_hz, num_tensors, num_kernels, num_inputs,
@@ -141,7 +161,7 @@ class DeviceClient:
 
     def tensor_info(self, tensor_id: int) -> TensorInfo:
         """The device's entry for one tensor."""
-        data = self.session.request(P.CMD_TENSOR_INFO, struct.pack("<H", tensor_id))
+        data = self._record(P.CMD_TENSOR_INFO, struct.pack("<H", tensor_id))
         storage, code, bits, ndim, offset, nbytes = P.TENSOR_INFO_FIXED.unpack_from(data)
         at = P.TENSOR_INFO_FIXED.size
         shape = struct.unpack_from(f"<{ndim}i", data, at)
@@ -152,7 +172,7 @@ class DeviceClient:
 
     def kernel_info(self, index: int) -> KernelInfo:
         """The device's entry for one kernel."""
-        data = self.session.request(P.CMD_KERNEL_INFO, struct.pack("<H", index))
+        data = self._record(P.CMD_KERNEL_INFO, struct.pack("<H", index))
         (num_args,) = struct.unpack_from("<H", data)
         args = struct.unpack_from(f"<{num_args}H", data, 2)
         (name,) = _strings(data[2 + 2 * num_args:], 1)

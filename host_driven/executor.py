@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 import numpy as np
 
+from . import protocol as P
 from .benchmark import BenchmarkResult, timed
 from .device import DeviceClient, DeviceInfo
 from .errors import HostDrivenError
@@ -76,7 +77,8 @@ class Session:
 
     ``transport`` is any :class:`Transport` to a device flashed with ``model`` (a ModelLibrary or
     the path of its archive). The session owns the transport: closing the session closes it.
-    ``timeout`` and ``retries`` go to the protocol session; ``run_timeout`` bounds runs;
+    ``timeout``, ``retries`` and ``max_packet`` (the host's packet limit proposal) go to the
+    protocol session; ``run_timeout`` bounds runs;
     ``progress(what, done, total)`` is called during large transfers.
     """
 
@@ -89,6 +91,7 @@ class Session:
         retries: int = 3,
         run_timeout: float = DEFAULT_RUN_TIMEOUT,
         check_model: bool = True,
+        max_packet: int = P.MAX_PACKET,
         progress: Optional[Progress] = None,
         log_handler: Optional[Callable[[int, str], None]] = None,
         project=None,
@@ -102,7 +105,7 @@ class Session:
             self.library = _load_library(model)
             self.signature = ModelSignature(self.library.metadata)
             self.protocol = ProtocolSession(
-                transport, timeout=timeout, retries=retries, log_handler=log_handler
+                transport, timeout=timeout, retries=retries, log_handler=log_handler, max_packet=max_packet
             )
         except BaseException:
             self.close()
@@ -169,6 +172,13 @@ class Session:
 
     def _check_model(self, info: DeviceInfo) -> None:
         meta = self.library.metadata
+        if info.model_hash != meta["model_hash"] and meta["model_hash"].startswith(info.model_hash):
+            raise ModelMismatchError(
+                f"the device reported only {len(info.model_hash)} characters of its model hash, too few "
+                f"to check it against the archive {self.library.path} (its runtime cuts INFO to one "
+                f"packet of {self.protocol.max_packet} bytes)",
+                hint="rebuild and flash the project with this utvm version, or use larger packets",
+            )
         if info.model_hash != meta["model_hash"]:
             raise ModelMismatchError(
                 f"the device runs model {info.model_name!r} (hash {info.model_hash[:12]}), but the archive "

@@ -66,6 +66,9 @@ TIME_WHOLE_MODEL = 0xFFFF
 # The most calls (number x repeat) one TIME request may make: beyond, the device refuses
 # (TOO_LARGE) rather than stay deaf for hours.
 TIME_MAX_CALLS = 1 << 24
+# INFO, TENSOR_INFO and KERNEL_INFO reply with a record: its bytes from 0, or from this u32 offset
+# after the command's arguments, as many as fit the packet. A shorter reply ends the record.
+RECORD_OFFSET = struct.Struct("<I")
 # INFO's fixed part; input ids, output ids and three NUL-terminated strings follow.
 INFO_FIXED = struct.Struct("<IIIIIQHHHHHBB")
 # TENSOR_INFO's fixed part; i32 shape[ndim] and the NUL-terminated name follow.

@@ -23,6 +23,7 @@ from utvm.host_driven.errors import (
     SessionClosedError,
     TransportClosedError,
 )
+from utvm.host_driven.fast_paths import FramePath
 from utvm.host_driven.framing import FLAG, FrameDecoder, encode
 from utvm.host_driven.session import ProtocolSession
 from utvm.host_driven.transport import SubprocessTransport, Transport
@@ -148,6 +149,46 @@ def test_tensor_and_kernel_tables(client):
     kernel = client.kernel_info(ADD)
     assert (kernel.name, kernel.args) == ("fixture_add", (INPUT, BIAS, SUM))
     assert client.kernel_info(GUARD).name == "fixture_guard"
+
+
+@pytest.fixture(params=["pipe call", "python", "engine only"])
+def smallest(device_exe, request):
+    """A DeviceClient at the protocol's smallest packet (64 bytes) on each of the session's paths:
+    the C pipe call (and accelerated transfer batches), the Python round trip (batches too), and
+    the engine's own per-request loop for everything."""
+    transport = SubprocessTransport([str(device_exe)])
+    if request.param != "pipe call":
+        transport = PassThrough(transport)
+    with ProtocolSession(transport, timeout=5.0, max_packet=P.MIN_PACKET) as session:
+        if request.param == "engine only":
+            session._path = FramePath(session)  # no fast path: every request through _await
+        assert session.max_packet == P.MIN_PACKET
+        yield DeviceClient(session)
+
+
+def test_info_and_the_model_tables_arrive_whole_at_the_smallest_packet(smallest):
+    info = smallest.info()  # 90 bytes: more than one 64-byte packet holds
+    assert (info.model_name, info.model_hash, info.board) == ("fixture", "0123456789abcdef" * 2, "host")
+    assert info.inputs == (INPUT,) and info.outputs == (OUTPUT,) and info.num_tensors == 5
+    assert smallest.tensor_info(BIG).name == "big" and smallest.tensor_info(BIG).nbytes == BIG_BYTES
+    assert smallest.kernel_info(ADD).args == (INPUT, BIAS, SUM)
+
+
+def test_every_command_works_at_the_smallest_packet(smallest):
+    smallest.ping(bytes(range(56)))  # the largest payload a 64-byte packet holds
+    data = os.urandom(3000) + b"\x7e\x7d" * 100
+    smallest.write_tensor(BIG, data)  # 44 data bytes per WRITE
+    assert smallest.read_tensor(BIG, len(data)) == data  # 56 per READ
+    inp = _input_with(5)
+    smallest.write_tensor(INPUT, inp.tobytes())
+    assert smallest.run() > 0
+    _, expected_out = _expected(inp, _read_int8(smallest, BIAS))
+    np.testing.assert_array_equal(_read_int8(smallest, OUTPUT), expected_out)
+    assert len(smallest.time(kernel=RELU, repeat=20)) == 20  # 7 tick counts per packet
+    with pytest.raises(DeviceError, match="tensor 0 \\(input\\) read of 2000 bytes") as excinfo:
+        smallest.read_tensor(INPUT, 2000)  # the message is cut to the packet, the code is whole
+    assert _device_error(excinfo).code == P.ERR_OUT_OF_BOUNDS
+    _expect_still_serving(smallest)
 
 
 def test_session_survives_a_second_handshake(open_session):

@@ -47,6 +47,12 @@ COMMANDS = [
     ("bad_length", INFO, b"\0"),
     ("time_zero", TIME, struct.pack("<HHII", 0xFFFF, 0, 0, 0)),
     ("time_huge_repeat", TIME, struct.pack("<HHII", 0xFFFF, 0, 1, 10000)),
+    ("time_absurd_count", TIME, struct.pack("<HHII", 0xFFFF, 0, 0xFFFFFFFF, 1)),
+    # Records read from an offset (the next packet's worth), and from past their end.
+    ("info_from_offset", INFO, struct.pack("<I", 40)),
+    ("info_past_end", INFO, struct.pack("<I", 0xFFFFFFF0)),
+    ("tensor_info_from_offset", TENSOR_INFO, struct.pack("<HI", 2, 12)),
+    ("kernel_info_from_offset", KERNEL_INFO, struct.pack("<HI", 1, 3)),
 ]
 
 

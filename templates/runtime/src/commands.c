@@ -103,22 +103,80 @@ static int32_t check_room(utvm_reply_t *r, uint32_t n) {
   return -1;
 }
 
-static void put_u16_list(utvm_reply_t *r, const uint16_t *ids, uint16_t n) {
-  uint16_t i;
-  for (i = 0; i < n; i++) {
-    utvm_put_u16(r->buf + r->len, ids[i]);
-    r->len += 2u;
+/* A record reply (INFO, TENSOR_INFO, KERNEL_INFO): the record is written byte by byte, and only
+ * its bytes from `skip` on that fit the packet land in the reply. The host asks again from where
+ * the reply ended until a reply comes back short, so a record of any size crosses any packet. */
+typedef struct {
+  utvm_reply_t *r;
+  uint32_t skip; /* record bytes before the reply's first */
+  uint32_t pos;  /* record bytes written so far */
+} record_t;
+
+static void rec_bytes(record_t *w, const uint8_t *p, uint32_t n) {
+  uint32_t i;
+  for (i = 0; i < n; i++, w->pos++) {
+    if (w->pos >= w->skip && w->pos - w->skip < w->r->cap) {
+      w->r->buf[w->pos - w->skip] = p[i];
+    }
   }
 }
 
-/* Append a NUL-terminated string, cut to the room left (skipped when none). */
-static void put_string(utvm_reply_t *r, const char *s) {
-  utvm_text_t t;
-  if (r->len < r->cap) {
-    utvm_text_init(&t, (char *)r->buf + r->len, r->cap - r->len);
-    utvm_text_str(&t, s);
-    r->len += t.len + 1u;
+static void rec_u8(record_t *w, uint32_t v) {
+  uint8_t b = (uint8_t)v;
+  rec_bytes(w, &b, 1);
+}
+
+static void rec_u16(record_t *w, uint32_t v) {
+  uint8_t b[2];
+  utvm_put_u16(b, v);
+  rec_bytes(w, b, 2);
+}
+
+static void rec_u32(record_t *w, uint32_t v) {
+  uint8_t b[4];
+  utvm_put_u32(b, v);
+  rec_bytes(w, b, 4);
+}
+
+static void rec_u16_list(record_t *w, const uint16_t *ids, uint16_t n) {
+  uint16_t i;
+  for (i = 0; i < n; i++) {
+    rec_u16(w, ids[i]);
   }
+}
+
+/* A string and its NUL. */
+static void rec_string(record_t *w, const char *s) {
+  if (s == NULL) {
+    s = "";
+  }
+  rec_bytes(w, (const uint8_t *)s, (uint32_t)strlen(s) + 1u);
+}
+
+/* The record's reply: its bytes from `skip` on, as many as fit; an error past its end. */
+static void rec_end(record_t *w) {
+  utvm_text_t *t;
+  if (w->skip <= w->pos) {
+    w->r->len = w->pos - w->skip < w->r->cap ? w->pos - w->skip : w->r->cap;
+    return;
+  }
+  t = utvm_reply_fail(w->r, UTVM_ERR_OUT_OF_BOUNDS);
+  utvm_text_str(t, "record offset ");
+  utvm_text_u32(t, w->skip);
+  utvm_text_str(t, " is past the end of the ");
+  utvm_text_u32(t, w->pos);
+  utvm_text_str(t, "-byte record");
+}
+
+/* A record command's arguments: `fixed` bytes, then optionally the u32 record offset to start at. */
+static int32_t record_args(utvm_reply_t *r, uint8_t cmd, const uint8_t *args, uint32_t args_len, uint32_t fixed,
+                           uint32_t *skip) {
+  if (args_len == fixed + UTVM_RECORD_OFFSET_BYTES) {
+    *skip = utvm_get_u32(args + fixed);
+    return 0;
+  }
+  *skip = 0;
+  return check_len(r, cmd, args_len, fixed, 0);
 }
 
 static int32_t check_model(utvm_reply_t *r) {
@@ -190,70 +248,73 @@ static void kernel_failed(utvm_reply_t *r, uint16_t index) {
   utvm_text_str(t, why[0] != '\0' ? why : "it returned an error without a message");
 }
 
-static void cmd_info(utvm_reply_t *r) {
+static void cmd_info(utvm_reply_t *r, uint32_t skip) {
   const utvm_model_t *m = &utvm_model;
-  uint8_t *p = r->buf;
-  if (check_room(r, UTVM_INFO_FIXED_BYTES + 2u * ((uint32_t)m->num_inputs + m->num_outputs)) != 0) {
-    return;
-  }
-  utvm_put_u32(p + 0, UTVM_RUNTIME_VERSION);
-  utvm_put_u32(p + 4, m->arena_bytes);
-  utvm_put_u32(p + 8, m->workspace_bytes);
-  utvm_put_u32(p + 12, utvm_backend_workspace_peak());
-  utvm_put_u32(p + 16, UTVM_MAX_PACKET);
-  utvm_put_u64(p + 20, utvm_port_timer_hz());
-  utvm_put_u16(p + 28, m->num_tensors);
-  utvm_put_u16(p + 30, m->num_kernels);
-  utvm_put_u16(p + 32, m->num_inputs);
-  utvm_put_u16(p + 34, m->num_outputs);
-  utvm_put_u16(p + 36, UTVM_RX_WINDOW);
-  p[38] = (uint8_t)m->abi_version;
-  p[39] = UTVM_PROTOCOL_VERSION;
-  r->len = UTVM_INFO_FIXED_BYTES;
-  put_u16_list(r, m->inputs, m->num_inputs);
-  put_u16_list(r, m->outputs, m->num_outputs);
-  put_string(r, m->name);
-  put_string(r, m->hash);
-  put_string(r, utvm_port_board_name());
+  uint64_t hz = utvm_port_timer_hz();
+  record_t w;
+  w.r = r;
+  w.skip = skip;
+  w.pos = 0;
+  rec_u32(&w, UTVM_RUNTIME_VERSION);
+  rec_u32(&w, m->arena_bytes);
+  rec_u32(&w, m->workspace_bytes);
+  rec_u32(&w, utvm_backend_workspace_peak());
+  rec_u32(&w, UTVM_MAX_PACKET);
+  rec_u32(&w, (uint32_t)hz);
+  rec_u32(&w, (uint32_t)(hz >> 32));
+  rec_u16(&w, m->num_tensors);
+  rec_u16(&w, m->num_kernels);
+  rec_u16(&w, m->num_inputs);
+  rec_u16(&w, m->num_outputs);
+  rec_u16(&w, UTVM_RX_WINDOW);
+  rec_u8(&w, m->abi_version);
+  rec_u8(&w, UTVM_PROTOCOL_VERSION);
+  rec_u16_list(&w, m->inputs, m->num_inputs);
+  rec_u16_list(&w, m->outputs, m->num_outputs);
+  rec_string(&w, m->name);
+  rec_string(&w, m->hash);
+  rec_string(&w, utvm_port_board_name());
+  rec_end(&w);
 }
 
-static void cmd_tensor_info(utvm_reply_t *r, uint16_t id) {
+static void cmd_tensor_info(utvm_reply_t *r, uint16_t id, uint32_t skip) {
   const utvm_tensor_t *t;
+  record_t w;
   uint32_t i;
   if (check_tensor(r, id) != 0) {
     return;
   }
   t = &utvm_model.tensors[id];
-  if (check_room(r, UTVM_TENSOR_INFO_FIXED_BYTES + 4u * t->ndim) != 0) {
-    return;
-  }
-  r->buf[0] = t->storage;
-  r->buf[1] = t->dtype_code;
-  r->buf[2] = t->dtype_bits;
-  r->buf[3] = t->ndim;
-  utvm_put_u32(r->buf + 4, t->offset);
-  utvm_put_u32(r->buf + 8, t->nbytes);
-  r->len = UTVM_TENSOR_INFO_FIXED_BYTES;
+  w.r = r;
+  w.skip = skip;
+  w.pos = 0;
+  rec_u8(&w, t->storage);
+  rec_u8(&w, t->dtype_code);
+  rec_u8(&w, t->dtype_bits);
+  rec_u8(&w, t->ndim);
+  rec_u32(&w, t->offset);
+  rec_u32(&w, t->nbytes);
   for (i = 0; i < t->ndim; i++) {
-    utvm_put_u32(r->buf + r->len, (uint32_t)t->shape[i]);
-    r->len += 4u;
+    rec_u32(&w, (uint32_t)t->shape[i]);
   }
-  put_string(r, t->name);
+  rec_string(&w, t->name);
+  rec_end(&w);
 }
 
-static void cmd_kernel_info(utvm_reply_t *r, uint16_t index) {
+static void cmd_kernel_info(utvm_reply_t *r, uint16_t index, uint32_t skip) {
   const utvm_kernel_t *k;
+  record_t w;
   if (check_kernel(r, index) != 0) {
     return;
   }
   k = &utvm_model.kernels[index];
-  if (check_room(r, 2u + 2u * k->num_args) != 0) {
-    return;
-  }
-  utvm_put_u16(r->buf, k->num_args);
-  r->len = 2;
-  put_u16_list(r, k->args, k->num_args);
-  put_string(r, k->name);
+  w.r = r;
+  w.skip = skip;
+  w.pos = 0;
+  rec_u16(&w, k->num_args);
+  rec_u16_list(&w, k->args, k->num_args);
+  rec_string(&w, k->name);
+  rec_end(&w);
 }
 
 static void cmd_write(utvm_reply_t *r, const uint8_t *args, uint32_t args_len) {
@@ -395,6 +456,7 @@ void utvm_reply_start(utvm_reply_t *r, uint8_t *buf, uint32_t cap) {
 }
 
 void utvm_commands_dispatch(uint8_t cmd, const uint8_t *args, uint32_t args_len, utvm_reply_t *r) {
+  uint32_t skip;
   switch (cmd) {
     case UTVM_CMD_PING:
       if (check_room(r, args_len) == 0) {
@@ -403,18 +465,18 @@ void utvm_commands_dispatch(uint8_t cmd, const uint8_t *args, uint32_t args_len,
       }
       break;
     case UTVM_CMD_INFO:
-      if (check_model(r) == 0 && check_len(r, cmd, args_len, 0, 0) == 0) {
-        cmd_info(r);
+      if (check_model(r) == 0 && record_args(r, cmd, args, args_len, 0, &skip) == 0) {
+        cmd_info(r, skip);
       }
       break;
     case UTVM_CMD_TENSOR_INFO:
-      if (check_model(r) == 0 && check_len(r, cmd, args_len, 2, 0) == 0) {
-        cmd_tensor_info(r, utvm_get_u16(args));
+      if (check_model(r) == 0 && record_args(r, cmd, args, args_len, 2, &skip) == 0) {
+        cmd_tensor_info(r, utvm_get_u16(args), skip);
       }
       break;
     case UTVM_CMD_KERNEL_INFO:
-      if (check_model(r) == 0 && check_len(r, cmd, args_len, 2, 0) == 0) {
-        cmd_kernel_info(r, utvm_get_u16(args));
+      if (check_model(r) == 0 && record_args(r, cmd, args, args_len, 2, &skip) == 0) {
+        cmd_kernel_info(r, utvm_get_u16(args), skip);
       }
       break;
     case UTVM_CMD_WRITE:

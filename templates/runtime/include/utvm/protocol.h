@@ -55,6 +55,9 @@ enum utvm_command {
 #define UTVM_WRITE_ARGS_BYTES 12u /* u16 tensor, u16 flags, u32 offset, u32 total; data follows */
 #define UTVM_READ_ARGS_BYTES 16u  /* u16 tensor, u16 flags, u32 offset, u32 nbytes, u32 total */
 #define UTVM_TIME_ARGS_BYTES 12u  /* u16 kernel (0xFFFF = model), u16 flags, u32 number, u32 repeat */
+/* INFO, TENSOR_INFO and KERNEL_INFO reply with a record: its bytes from 0, or from the u32 offset
+ * that may follow the command's arguments, as many as fit the packet. */
+#define UTVM_RECORD_OFFSET_BYTES 4u
 #define UTVM_INFO_FIXED_BYTES 40u
 /* TENSOR_INFO's fixed part: u8 storage, dtype code, dtype bits, ndim, u32 offset, u32 nbytes. */
 #define UTVM_TENSOR_INFO_FIXED_BYTES 12u
