@@ -49,6 +49,7 @@ typedef struct {
   size_t got;
   uint8_t *reply; /* the reply packet, unescaped, CRC checked and stripped */
   size_t reply_cap;
+  size_t replies; /* calls answered by their reply, for the session's link figures */
 } utvm_pipe_call_t;
 
 static long now_ms(void) {
@@ -136,5 +137,6 @@ long utvm_pipe_call(utvm_pipe_call_t *c, const uint8_t *packet, size_t n, long t
       memcmp(c->reply + 1, packet + 1, UTVM_MSG_HEADER_BYTES - 1u) != 0) {
     return CALL_OTHER;
   }
+  c->replies++;
   return len - (long)UTVM_MSG_HEADER_BYTES;
 }

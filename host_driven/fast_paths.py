@@ -35,14 +35,14 @@ _REPLY_OK = bytes([P.PKT_REPLY_OK])
 
 class Handback(NamedTuple):
     """What a fast path leaves to the engine: the first ``taken`` requests were answered, the rest
-    are in flight. ``data`` holds the bytes received and not taken (None: nothing arrived before the
-    wait ended), ``bad_before`` the decoder's corrupted-frame count before they were read, and
-    ``deadline`` when the requests in flight time out."""
+    are in flight. ``data`` holds the bytes received and not taken (None: nothing), ``bad_before``
+    the decoder's corrupted-frame count before they were read, and ``silent`` is True when the
+    path stopped because nothing more arrived within its wait."""
 
     taken: int
     data: Optional[bytes]
-    deadline: float
     bad_before: int
+    silent: bool
 
 
 class FramePath:
@@ -53,24 +53,23 @@ class FramePath:
     def __init__(self, session):
         self.session = session
 
-    def round_trip(self, packet: bytes, timeout: float):
-        """The reply payload to the request ``packet`` (bytes), or a Handback for the engine."""
+    def round_trip(self, packet: bytes, wait: float):
+        """The reply payload to the request ``packet`` (bytes), or a Handback for the engine when
+        the first bytes back are anything else, or nothing comes within ``wait`` seconds."""
         session = self.session
-        decoder = session._decoder
-        bad_before = decoder.bad_frames
-        cmd = packet[1]
-        session._send(encode(packet), timeout, cmd)
-        return self._first_reply(packet, timeout, bad_before)
+        bad_before = session._decoder.bad_frames
+        session._send(encode(packet), wait, packet[1])
+        return self._first_reply(packet, wait, bad_before)
 
-    def _first_reply(self, packet: bytes, timeout: float, bad_before: int):
+    def _first_reply(self, packet: bytes, wait: float, bad_before: int):
         session = self.session
-        data = session._read_for(time.monotonic() + timeout, P.COMMAND_NAMES.get(packet[1], "a command"))
-        if data is None:  # the read waited the whole timeout
-            return Handback(0, None, time.monotonic(), bad_before)
+        data = session._read_for(time.monotonic() + wait, P.COMMAND_NAMES.get(packet[1], "a command"))
+        if data is None:
+            return Handback(0, None, bad_before, True)
         reply = session._decoder.sole_packet(data, _REPLY_OK + packet[1:P.HEADER.size])
         if reply is not None:
             return reply
-        return Handback(0, data, time.monotonic() + timeout, bad_before)
+        return Handback(0, data, bad_before, False)
 
     def batches(self, plan: Chunks, sink) -> Optional[Batches]:
         """The batch route for a transfer (``sink`` receives a READ's data), or None: the engine's
@@ -112,27 +111,32 @@ class PipeCallPath(BulkPath):
         self.call = call
         self._call = call.call
 
-    def round_trip(self, packet: bytes, timeout: float):
+    def round_trip(self, packet: bytes, wait: float):
         session = self.session
         if session.transport.pipe_fds() is None:  # closed: its descriptors may name other files now
-            return FramePath.round_trip(self, packet, timeout)
-        outcome = self._call(packet, len(packet), int(timeout * 1000) + 1)
+            return FramePath.round_trip(self, packet, wait)
+        outcome = self._call(packet, len(packet), int(wait * 1000) + 1)
         if outcome >= 0:
             return self.call.payload(outcome)
         bad_before = session._decoder.bad_frames
         if outcome == pipe_call.OTHER:
-            return Handback(0, self.call.received(), time.monotonic() + timeout, bad_before)
+            return Handback(0, self.call.received(), bad_before, False)
         if outcome == pipe_call.TIMEOUT:
-            return Handback(0, None, time.monotonic(), bad_before)
+            return Handback(0, None, bad_before, True)
         if outcome == pipe_call.INTERRUPTED:  # the signal's handler has run (and did not raise)
-            return Handback(0, None, time.monotonic() + timeout, bad_before)
+            return Handback(0, None, bad_before, False)
         if outcome == pipe_call.TOO_LARGE:  # the session keeps requests to max_packet: a bug if seen
             raise ValueError(f"a {len(packet)}-byte packet does not fit the pipe call's frame buffer")
         # The pipe failed or was full: the transport's own calls go on (and name a failure).
         unwritten = self.call.unwritten()
         if unwritten:
-            session._send(unwritten, timeout, packet[1])
-        return self._first_reply(packet, timeout, bad_before)
+            session._send(unwritten, wait, packet[1])
+        return self._first_reply(packet, wait, bad_before)
+
+    @property
+    def replies(self) -> int:
+        """Replies the C call took whole (the session counts them as good frames)."""
+        return self.call.replies
 
 
 def choose(session, lib, max_packet: int) -> FramePath:
@@ -179,18 +183,23 @@ class Batches:
         self.reply = _PACK_HEADER(P.PKT_REPLY_OK, plan.template[1], 0, session.session_id)
         self.used = ctypes.c_size_t()
         self.bad = ctypes.c_int()
+        self.taken = 0  # replies taken whole, over all batches
         if sink is not None:
             # Room for a batch of replies at once, and never less than two whole escaped frames.
             self.rx, self.rx_address = path.receive_area(max(RX_AREA_BYTES, 2 * packet_room))
             self.rx_view = memoryview(self.rx)
 
-    def run(self, seq: int, first: int, count: int, timeout: float) -> Handback:
+    def run(self, seq: int, first: int, count: int, wait: float) -> Handback:
         """Send requests ``first`` to ``first + count`` of the plan (sequence numbers from ``seq``)
-        and take their replies, in order, until one is not as expected."""
-        self.session._send(self._requests(seq, first, count), timeout, self.plan.template[1])
+        and take their replies, in order, until one is not as expected or ``wait`` seconds pass
+        with nothing."""
+        self.session._send(self._requests(seq, first, count), wait, self.plan.template[1])
         if self.sink is None:
-            return self._take_acks(seq, count, timeout)
-        return self._take_reads(seq, first, count, timeout)
+            handback = self._take_acks(seq, count, wait)
+        else:
+            handback = self._take_reads(seq, first, count, wait)
+        self.taken += handback.taken
+        return handback
 
     def _requests(self, seq: int, first: int, count: int) -> memoryview:
         plan = self.plan
@@ -207,32 +216,32 @@ class Batches:
                                               out, self.ends)
         return out.raw[:n], self.ends[:count]
 
-    def _take_acks(self, seq: int, count: int, timeout: float) -> Handback:
+    def _take_acks(self, seq: int, count: int, wait: float) -> Handback:
         """A WRITE batch's acknowledgements: the replies are known in advance, so the received
         bytes are compared with their frames."""
         expected, ends = self._acks(seq, count)
         session = self.session
         bad_before = session._decoder.bad_frames
         pos = 0
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait
         while pos < len(expected):
             data = session._read_for(deadline, self.name)
-            if data is None:
-                data = b""
-            elif expected.startswith(data, pos):
+            if data is not None and expected.startswith(data, pos):
                 pos += len(data)
-                deadline = time.monotonic() + timeout
+                deadline = time.monotonic() + wait
                 continue
+            silent = data is None
+            data = data or b""
             same = 0
             limit = min(len(data), len(expected) - pos)
             while same < limit and data[same] == expected[pos + same]:
                 same += 1
             taken = sum(1 for end in ends if end <= pos + same)
             start = ends[taken - 1] if taken else 0
-            return Handback(taken, expected[start:pos] + data[max(0, start - pos):], deadline, bad_before)
-        return Handback(count, b"", deadline, bad_before)
+            return Handback(taken, expected[start:pos] + data[max(0, start - pos):], bad_before, silent)
+        return Handback(count, b"", bad_before, False)
 
-    def _take_reads(self, seq: int, first: int, count: int, timeout: float) -> Handback:
+    def _take_reads(self, seq: int, first: int, count: int, wait: float) -> Handback:
         """A READ batch's replies, decoded into the sink.
 
         Slices are read into the receive area, behind the unfinished frame the last one left, and
@@ -241,25 +250,27 @@ class Batches:
         bad_before = session._decoder.bad_frames
         taken = 0
         fill = 0
+        silent = False
         view = self.rx_view
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait
         while taken < count:
             if fill == len(view):
                 break  # no frame end in sight: not a reply
             got = session._read_for(deadline, self.name, into=view[fill:])
             if got is None:
+                silent = True
                 break
             fill += got
             got, used, bad = self._take(fill, seq + taken, first + taken, count - taken)
             if got:
-                deadline = time.monotonic() + timeout
+                deadline = time.monotonic() + wait
             taken += got
             if used:
                 view[:fill - used] = view[used:fill]
                 fill -= used
             if bad:
                 break
-        return Handback(taken, bytes(view[:fill]), deadline, bad_before)
+        return Handback(taken, bytes(view[:fill]), bad_before, silent)
 
     def _take(self, fill: int, seq: int, first: int, count: int):
         """(replies taken, bytes used, stopped at an unexpected frame) for READ replies in the first

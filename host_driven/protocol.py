@@ -19,6 +19,8 @@ PKT_HELLO = 0x01
 PKT_WELCOME = 0x02
 PKT_ANNOUNCE = 0x03
 PKT_LOG = 0x04
+PKT_QUERY = 0x05
+PKT_STATE = 0x06
 PKT_REQUEST = 0x10
 PKT_REPLY_OK = 0x11
 PKT_REPLY_ERR = 0x12
@@ -32,6 +34,12 @@ WELCOME = struct.Struct("<BBHIIII")
 ANNOUNCE = struct.Struct("<BBBBI")
 # REQUEST / REPLY header: kind, command, u16 sequence number, u32 session id.
 HEADER = struct.Struct("<BBHI")
+# QUERY ("what did you answer last?"): kind, reserved, u16 probe id. The device answers STATE
+# without touching its kept reply, so a retry after it is still replayed.
+QUERY = struct.Struct("<BBH")
+# STATE: kind, last command, u16 probe id (echoed), u32 session id, u16 last seq, u8 flags, reserved.
+STATE = struct.Struct("<BBHIHBB")
+STATE_KEPT = 0x01  # flags: a reply is kept (the last command and seq are meaningful)
 
 # Commands.
 CMD_PING = 0x01

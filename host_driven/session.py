@@ -35,6 +35,7 @@ from .errors import (
 )
 from .fast_paths import Handback
 from .framing import FrameDecoder, FrameEncoder, encode
+from .link import LinkReport
 from .transport import Transport
 
 DEVICE_LOGGER = logging.getLogger("utvm.device")
@@ -46,6 +47,9 @@ DEFAULT_RETRIES = 3
 DEFAULT_MAX_PACKET = P.MAX_PACKET
 # Requests in flight at once, at most; the device's rx window may lower it.
 DEFAULT_WINDOW = 32
+# After this long without a reply (or half the request's timeout, when shorter), the host asks
+# the device what it last answered (QUERY) instead of waiting out the whole timeout.
+DEFAULT_PROBE_AFTER = 0.5
 RECENT_LOG_LINES = 20
 MIN_DECODE_LIMIT = 4096
 # Below glibc's mmap threshold: larger reads cost a fresh mapping (page faults) each time.
@@ -63,16 +67,18 @@ class ProtocolSession:
     """One host-driven session with a device over ``transport``.
 
     ``timeout`` is how long to wait for each reply (and for each handshake attempt), ``retries``
-    how many times a request is re-sent before giving up. ``log_handler(level, text)`` is called
-    for every device log line (Python ``logging`` levels), in addition to the ``utvm.device``
-    logger. ``max_packet`` is the host's packet limit proposal and ``window`` how many requests
-    may be in flight during a transfer.
+    how many times a request is re-sent without progress before giving up. After ``probe_after``
+    seconds of silence (or half the timeout, when shorter) the host asks the device what it last
+    answered, and re-sends at once what it never saw or whose reply was lost.
+    ``log_handler(level, text)`` is called for every device log line (Python ``logging`` levels),
+    in addition to the ``utvm.device`` logger. ``max_packet`` is the host's packet limit proposal
+    and ``window`` how many requests may be in flight during a transfer.
     """
 
     def __init__(self, transport: Transport, *, timeout: float = DEFAULT_TIMEOUT,
                  retries: int = DEFAULT_RETRIES, log_handler: Optional[LogHandler] = None,
                  max_packet: int = DEFAULT_MAX_PACKET, window: int = DEFAULT_WINDOW,
-                 open_timeout: Optional[float] = None):
+                 open_timeout: Optional[float] = None, probe_after: float = DEFAULT_PROBE_AFTER):
         if not P.MIN_PACKET <= max_packet <= P.MAX_PACKET:
             raise ValueError(f"max_packet must be {P.MIN_PACKET} to {P.MAX_PACKET} bytes (the most "
                              f"CRC-16/CCITT fully protects), got {max_packet}")
@@ -81,6 +87,7 @@ class ProtocolSession:
         self.transport = transport
         self.timeout = timeout
         self.retries = retries
+        self.probe_after = probe_after
         self.log_handler = log_handler
         self.host_max_packet = max_packet
         self.host_window = window
@@ -92,6 +99,12 @@ class ProtocolSession:
         self.max_packet = 0
         self.window = 1
         self.retransmissions = 0
+        self.negotiated_packet = 0
+        self._lost_requests = 0
+        self._lost_replies = 0
+        self._shrinks = 0
+        self._batch_replies = 0
+        self._probe_id = 0
         # LOG lines are not bound by the negotiated limit (their own is UTVM_LOG_MAX_TEXT), so the
         # decoder accepts a little more than a tiny proposal.
         self._decoder = FrameDecoder(max(max_packet, MIN_DECODE_LIMIT))
@@ -113,6 +126,16 @@ class ProtocolSession:
         """"pipe call" when single requests go through the C fast path (a pipe-pair transport and
         the framing accelerator, see pipe_call.py), else None."""
         return self._path.name if self.transport.pipe_fds() is not None else None
+
+    @property
+    def link(self) -> LinkReport:
+        """The link's figures so far: frames received and corrupted, packets resent and lost."""
+        good = self._decoder.good_frames + self._batch_replies + getattr(self._path, "replies", 0)
+        bad = self._decoder.bad_frames
+        return LinkReport(packet_bytes=self.max_packet, negotiated_packet_bytes=self.negotiated_packet,
+                          frames_received=good + bad, frames_corrupted=bad,
+                          retransmissions=self.retransmissions, lost_requests=self._lost_requests,
+                          lost_replies=self._lost_replies, packet_shrinks=self._shrinks)
 
     def open(self) -> ProtocolSession:
         """Handshake with the device (again, after a reboot). Raises IoTimeoutError if it never answers."""
@@ -162,6 +185,7 @@ class ProtocolSession:
         self.boot_nonce = boot
         self.device_max_packet = device_max
         self.max_packet = min(self.host_max_packet, device_max)
+        self.negotiated_packet = self.negotiated_packet or self.max_packet
         self.window = max(1, min(self.host_window, window))
         self._path = fast_paths.choose(self, self._encoder.lib, self.max_packet)
         self._open = True
@@ -260,22 +284,32 @@ class ProtocolSession:
         if self._pending:
             return self.request_many(cmd, [payload], timeout=timeout)[0]
         # The common case goes through the fast path (a round trip is a few microseconds); what it
-        # cannot finish, the general loop does.
+        # cannot finish, the general loop does. The fast path waits only until the first silence.
         if timeout is None:
             timeout = self.timeout
+        wait = timeout * 0.5
+        if wait > self.probe_after:
+            wait = self.probe_after
         packet = self._request_packet(cmd, payload)
-        reply = self._path.round_trip(packet, timeout)
+        reply = self._path.round_trip(packet, wait)
         if type(reply) is bytes:
             return reply
-        return self._finish(cmd, [packet], reply, timeout)[0]
+        return self._finish(cmd, [packet], reply, timeout, wait)[0]
 
-    def _finish(self, cmd: int, requests: List[bytes], handback: Handback, timeout: float,
+    def _silence(self, timeout: float) -> float:
+        """How long without a reply before the device is asked about it."""
+        return min(timeout * 0.5, self.probe_after)
+
+    def _finish(self, cmd: int, requests: List[bytes], handback: Handback, timeout: float, wait: float,
                 on_reply: Optional[Callable[[int, bytes], None]] = None) -> List[bytes]:
-        """The replies to ``requests`` (already sent), after a fast path handed them back."""
+        """The replies to ``requests`` (already sent), after a fast path handed them back having
+        waited up to ``wait`` seconds."""
         data = handback.data
         packets = [] if data is None else self._without_logs(self._decoder.feed(data))
-        return self._await(cmd, requests, packets, timeout, handback.bad_before, handback.deadline,
-                           on_reply=on_reply, framed=True)
+        # After a silence the requests have had `wait` of their timeout, and the device is asked now.
+        deadline = time.monotonic() + timeout - (wait if handback.silent else 0.0)
+        return self._await(cmd, requests, packets, timeout, handback.bad_before, deadline,
+                           on_reply=on_reply, framed=True, ask_now=handback.silent)
 
     def request_many(self, cmd: int, payloads: Iterable[bytes], timeout: Optional[float] = None,
                      on_reply: Optional[Callable[[int, bytes], None]] = None) -> List[bytes]:
@@ -293,13 +327,21 @@ class ProtocolSession:
 
     def _await(self, cmd: int, requests: Iterable[bytes], packets: List[bytes], timeout: float,
                bad_before: int, deadline: float, on_reply: Optional[Callable[[int, bytes], None]] = None,
-               framed: bool = True) -> List[bytes]:
+               framed: bool = True, ask_now: bool = False) -> List[bytes]:
         """The replies to ``requests``: packets already sent when ``framed``, else payloads to send.
 
         ``packets`` are ones already received for them (and ``bad_before`` the corrupted-frame
-        count before they were read), ``deadline`` when the requests already sent time out.
-        Requests go out in batches of up to ``window``, each batch in one write; replies are
-        matched by command, seq and session id.
+        count before they were read), ``deadline`` when the requests already sent time out, and
+        ``ask_now`` says they have met a silence already. Requests go out in batches of up to
+        ``window``, each batch in one write; replies are matched by command, seq and session id.
+
+        Recovery: a corrupted frame re-sends the oldest request at once (it was probably its
+        reply). A silence asks the device what it last answered (_Probe); its STATE comes back at
+        once when it is idle, and the requests it covers that are still unanswered were lost on
+        the way, either way: they are re-sent (a replay or an idempotent command, never a second
+        run). A device busy with a long command answers after it, with the reply. Past the
+        deadline with no answer at all, everything in flight is re-sent, ``retries`` times at
+        most without progress.
         """
         name = P.COMMAND_NAMES.get(cmd, f"command {cmd}")
         results: List[Optional[bytes]] = []
@@ -315,6 +357,7 @@ class ProtocolSession:
                 results.append(None)
             exhausted = True
         retries_left = self.retries
+        probe = _Probe(self, self._silence(timeout), ask_now)
         while True:
             if not exhausted and len(outstanding) < self.window:
                 batch = []
@@ -328,12 +371,15 @@ class ProtocolSession:
                 if batch:
                     self._send(self._encoder.encode_many(batch), timeout, cmd)
                     deadline = time.monotonic() + timeout
+                    probe.restart()
             if not outstanding:
                 return results  # type: ignore[return-value]
             if not packets:
+                probe.ask_if_due(outstanding, timeout, cmd)
                 bad_before = self._decoder.bad_frames
-                packets = self._receive(deadline, name)
+                packets = self._receive(min(deadline, probe.due), name)
             progressed = False
+            lost: List[int] = []
             for at, packet in enumerate(packets):
                 if not outstanding:
                     # Everything awaited has arrived: what follows (an ANNOUNCE after a RESET's
@@ -344,6 +390,9 @@ class ProtocolSession:
                 seq = next(iter(outstanding))
                 if packet.startswith(outstanding[seq][3]):
                     payload = packet[P.HEADER.size:]
+                elif packet[0] == P.PKT_STATE:
+                    lost += probe.answered(packet, outstanding)
+                    continue
                 else:
                     reply = self._reply_for(packet, outstanding)
                     if reply is None:
@@ -358,24 +407,39 @@ class ProtocolSession:
                     on_reply(index, payload)
             packets = []
             if progressed:
+                retries_left = self.retries
                 deadline = time.monotonic() + timeout
+                probe.restart()
+            lost = [seq for seq in lost if seq in outstanding]
+            if lost:
+                retries_left = self._resend(retries_left, [outstanding[seq] for seq in lost], name,
+                                            "the device never answered them", timeout, cmd)
+                deadline = time.monotonic() + timeout
+                probe.restart()
+                continue
+            if progressed:
                 continue
             corrupted = self._decoder.bad_frames > bad_before
             if not corrupted and time.monotonic() < deadline:
                 continue
-            if retries_left <= 0:
-                raise IoTimeoutError(
-                    f"no reply from the device to {name} within {timeout:.3g} s after {self.retries} "
-                    f"retries ({self._decoder.bad_frames} corrupted frames seen)" + self._log_context())
-            retries_left -= 1
             # A corrupted frame was probably the oldest reply: re-send that one at once. A silent
             # timeout may have lost any of them: re-send all. Replays and idempotence make this safe.
             resend = list(outstanding.values())[:1] if corrupted else list(outstanding.values())
-            _LOG.debug("re-sending %d %s request(s) (%s)", len(resend), name,
-                       "corrupted frame" if corrupted else "timeout")
-            self.retransmissions += len(resend)
-            self._send(self._encoder.encode_many([entry[2] for entry in resend]), timeout, cmd)
+            retries_left = self._resend(retries_left, resend, name,
+                                        "corrupted frame" if corrupted else "timeout", timeout, cmd)
             deadline = time.monotonic() + timeout
+            probe.restart()
+
+    def _resend(self, retries_left: int, entries, name: str, why: str, timeout: float, cmd: int) -> int:
+        """Re-send the requests of ``entries`` (outstanding values); the retries left after it."""
+        if retries_left <= 0:
+            raise IoTimeoutError(
+                f"no reply from the device to {name} within {timeout:.3g} s after {self.retries} "
+                f"retries ({self._decoder.bad_frames} corrupted frames seen)" + self._log_context())
+        _LOG.debug("re-sending %d %s request(s) (%s)", len(entries), name, why)
+        self.retransmissions += len(entries)
+        self._send(self._encoder.encode_many([entry[2] for entry in entries]), timeout, cmd)
+        return retries_left - 1
 
     # -- chunked transfers -------------------------------------------------------------------
 
@@ -404,12 +468,13 @@ class ProtocolSession:
             handler = ChunkHandler(cmd, plan, sink, on_chunk, 0)
             self.request_many(cmd, payloads, timeout=timeout, on_reply=handler)
             return
+        wait = self._silence(timeout)
         done = 0
         while done < plan.count:
             count = min(self.window, plan.count - done)
             seq = (self._seq + 1) & 0xFFFF
             self._seq = (self._seq + count) & 0xFFFF
-            handback = batches.run(seq, done, count, timeout)
+            handback = batches.run(seq, done, count, wait)
             taken = handback.taken
             if on_chunk is not None:
                 for index in range(done, done + taken):
@@ -418,11 +483,12 @@ class ProtocolSession:
                 first = done + taken
                 requests = [plan.packet((seq + index - done) & 0xFFFF, index)
                             for index in range(first, done + count)]
-                self._finish(cmd, requests, handback, timeout,
+                self._finish(cmd, requests, handback, timeout, wait,
                              on_reply=ChunkHandler(cmd, plan, sink, on_chunk, first))
             elif handback.data:
                 self._pending.extend(self._without_logs(self._decoder.feed(handback.data)))
             done += count
+        self._batch_replies += batches.taken
 
     def _read_for(self, deadline: float, name: str, into: Optional[memoryview] = None):
         """The next slice from the device, or None when the deadline passes first; with ``into``,
@@ -478,3 +544,53 @@ class ProtocolSession:
                              + self._log_context())
 
 
+class _Probe:
+    """Asking the device, after a silence, what it last answered (QUERY, answered by STATE).
+
+    The STATE comes back at once from an idle device, after everything sent before the QUERY:
+    a request it covers that is still unanswered was lost, on the way there or back. A busy device
+    answers only when done, so unanswered QUERYs are repeated at doubling intervals.
+    """
+
+    def __init__(self, session: ProtocolSession, silence: float, ask_now: bool):
+        self.session = session
+        self.silence = silence
+        self.interval = silence
+        self.due = time.monotonic() + (0.0 if ask_now else silence)
+        # probe id -> the seqs outstanding when it was sent
+        self.sent: Dict[int, Tuple[int, ...]] = {}
+
+    def restart(self) -> None:
+        """Something moved: the next silence counts from now."""
+        self.interval = self.silence
+        self.due = time.monotonic() + self.silence
+
+    def ask_if_due(self, outstanding, timeout: float, cmd: int) -> None:
+        now = time.monotonic()
+        if now < self.due:
+            return
+        session = self.session
+        session._probe_id = probe_id = (session._probe_id + 1) & 0xFFFF
+        self.sent[probe_id] = tuple(outstanding)
+        session._send(encode(P.QUERY.pack(P.PKT_QUERY, 0, probe_id)), timeout, cmd)
+        self.due = now + self.interval
+        self.interval *= 2
+
+    def answered(self, packet: bytes, outstanding) -> List[int]:
+        """The seqs a STATE shows lost (counted as lost requests or lost replies); [] for a STATE
+        that answers none of this wait's QUERYs."""
+        if len(packet) < P.STATE.size:
+            return []
+        _, last_cmd, probe_id, session_id, last_seq, flags, _ = P.STATE.unpack_from(packet)
+        covered = self.sent.pop(probe_id, None)
+        if covered is None:
+            return []
+        lost = [seq for seq in covered if seq in outstanding]
+        session = self.session
+        # The device answers in order: what it answered last, and everything before it, was seen.
+        seen = lost.index(last_seq) + 1 if (flags & P.STATE_KEPT and session_id == session.session_id
+                                            and last_seq in lost
+                                            and outstanding[last_seq][1] == last_cmd) else 0
+        session._lost_replies += seen
+        session._lost_requests += len(lost) - seen
+        return lost

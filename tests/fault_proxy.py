@@ -1,9 +1,12 @@
 """A fault-injecting proxy process: relays stdin/stdout to a device program and spoils bytes.
 
-    python fault_proxy.py [--corrupt DIR:OFFSET ...] [--drop DIR:OFFSET ...] -- device [args...]
+    python fault_proxy.py [--corrupt DIR:OFFSET ...] [--drop DIR:OFFSET ...] [--drop-frame DIR:INDEX ...]
+                          -- device [args...]
 
 DIR is ``to`` (host to device) or ``from`` (device to host); OFFSET counts the bytes of that
-stream. A corrupted byte is XORed with 0x01; a dropped byte never arrives. The host sees a pipe
+stream. A corrupted byte is XORed with 0x01; a dropped byte never arrives. ``--drop-frame``
+drops the body of that direction's INDEX-th frame (from 0; a frame is what lies between two
+FLAG bytes, empty ones not counted), so a whole request or reply is lost. The host sees a pipe
 pair (so its sessions take the C pipe call), and the faults are below it: this is how the pipe
 call's own handling of spoilt replies is tested. Stdlib only.
 """
@@ -38,16 +41,42 @@ def _spoil(data: bytes, start: int, faults: dict) -> bytes:
     return bytes(out)
 
 
+class FrameDropper:
+    """Drops the bodies of chosen frames (by index) from one direction's stream."""
+
+    def __init__(self, indexes):
+        self.indexes = set(indexes)
+        self.count = 0  # frames seen so far, including the one in progress
+        self.inside = False
+
+    def __call__(self, data: bytes) -> bytes:
+        if not self.indexes:
+            return data
+        out = bytearray()
+        for byte in data:
+            if byte == 0x7E:
+                self.inside = False
+            elif not self.inside:
+                self.inside = True
+                self.count += 1
+            if byte == 0x7E or self.count - 1 not in self.indexes:
+                out.append(byte)
+        return bytes(out)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corrupt", action="append", metavar="DIR:OFFSET")
     parser.add_argument("--drop", action="append", metavar="DIR:OFFSET")
+    parser.add_argument("--drop-frame", action="append", metavar="DIR:INDEX")
     parser.add_argument("device", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     device = [a for a in args.device if a != "--"]
     faults = _faults(args.corrupt, "corrupt")
     for direction, table in _faults(args.drop, "drop").items():
         faults[direction].update(table)
+    droppers = {d: FrameDropper(int(spec.split(":")[1]) for spec in args.drop_frame or ()
+                                if spec.split(":")[0] == d) for d in ("to", "from")}
     child = subprocess.Popen(device, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
     host_in, host_out = sys.stdin.fileno(), sys.stdout.fileno()
     seen = {"to": 0, "from": 0}
@@ -62,7 +91,7 @@ def main() -> int:
                 if not data:  # either end closed: so do we
                     child.stdin.close()
                     return child.wait()
-                spoilt = _spoil(data, seen[direction], faults[direction])
+                spoilt = droppers[direction](_spoil(data, seen[direction], faults[direction]))
                 seen[direction] += len(data)
                 view = memoryview(spoilt)
                 while view:

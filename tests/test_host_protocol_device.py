@@ -99,7 +99,7 @@ def _input_with(first: int, seed: int = 0) -> np.ndarray:
 
 def _busy_input(tens_of_ms: int) -> np.ndarray:
     data = _input_with(BUSY)
-    data[1] = tens_of_ms
+    data.view(np.uint8)[1] = tens_of_ms
     return data
 
 
@@ -473,7 +473,8 @@ def test_retried_request_is_replayed_not_run_twice(client):
 
 
 class _LossyTransport(Transport):
-    """Passes packets through, except that the next reply after arm() is dropped or corrupted."""
+    """Passes packets through, except that the next reply after arm() is dropped or corrupted, or
+    the next request (mode "drop request") never reaches the device."""
 
     def __init__(self, inner: Transport):
         self.inner = inner
@@ -484,6 +485,11 @@ class _LossyTransport(Transport):
         self.mode = mode
 
     def write(self, data, timeout):
+        if self.mode == "drop request":
+            packets = FrameDecoder(1 << 16).feed(bytes(data))
+            if any(packet[0] == P.PKT_REQUEST for packet in packets):
+                self.mode = None
+                data = b"".join(encode(packet) for packet in packets if packet[0] != P.PKT_REQUEST)
         self.inner.write(data, timeout)
 
     def read(self, n, timeout):
@@ -519,6 +525,37 @@ def test_lost_or_corrupted_reply_is_retried_and_run_once(open_session, fault):
     assert logs.count("fixture_guard saw 124") == 1  # the retry was replayed, not run again
     _, expected_out = _expected(inp, _read_int8(client, BIAS))
     np.testing.assert_array_equal(_read_int8(client, OUTPUT), expected_out)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("fault", ["drop request", "drop"])
+def test_a_lost_run_is_asked_about_not_waited_out(open_session, fault):
+    """A RUN whose request (or reply) is lost costs a short silence, not its 600-second timeout:
+    the host asks the device what it last answered (QUERY), and the device's STATE says whether
+    it ever saw the request. The resend runs it, or replays its kept reply: never a second run."""
+    session = open_session(transport_wrapper=_LossyTransport, timeout=5.0, retries=3)
+    client = DeviceClient(session)
+    inp = _input_with(LOG)
+    client.write_tensor(INPUT, inp.tobytes())
+    logs = []
+    session.log_handler = lambda level, text: logs.append(text)
+    session.transport.arm(fault)
+    assert client.run(timeout=600.0) > 0
+    assert logs.count("fixture_guard saw 124") == 1
+    assert session.retransmissions == 1
+    lost = (session.link.lost_requests, session.link.lost_replies)
+    assert lost == ((1, 0) if fault == "drop request" else (0, 1))
+
+
+def test_a_busy_device_is_waited_for_not_asked_twice(open_session):
+    """While a run takes longer than the silence, the device cannot answer the QUERY (it answers
+    after the run); the host keeps waiting without resending anything."""
+    session = open_session(timeout=5.0)
+    client = DeviceClient(session)
+    client.write_tensor(INPUT, _busy_input(150).tobytes())  # a 1.5 s run: past the first silence
+    assert client.run(timeout=60.0) > 0
+    assert session.retransmissions == 0
+    client.ping(b"after")  # the late STATE is ignored, not taken for this reply
 
 
 def test_reboot_mid_call_is_reported_and_a_new_session_works(client):

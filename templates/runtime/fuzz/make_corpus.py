@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 FLAG, ESC, XOR = 0x7E, 0x7D, 0x20
-HELLO, REQUEST = 0x01, 0x10
+HELLO, QUERY, REQUEST = 0x01, 0x05, 0x10
 PING, INFO, TENSOR_INFO, KERNEL_INFO = 0x01, 0x02, 0x03, 0x04
 WRITE, READ, RUN, RUN_KERNEL, TIME, RESET = 0x10, 0x11, 0x20, 0x21, 0x22, 0x30
 MODE_WIRE, MODE_SESSION, MODE_DISPATCH = 0, 1, 2
@@ -98,6 +98,9 @@ def seeds() -> dict[str, bytes]:
     # Oversized by escaped bytes: the framer's buffer fills up in the middle of escapes.
     out["wire_oversized_escapes"] = bytes([MODE_WIRE, FLAG]) + b"\x7d\x5e" * 600 + frame(hello())
     out["wire_bad_escape"] = bytes([MODE_WIRE, FLAG]) + b"\x7d\x41" + frame(hello())[1:]
+    # QUERY before any session, then after a request (the STATE names it), and a short one.
+    out["wire_query"] = bytes([MODE_WIRE]) + frame(struct.pack("<BBH", QUERY, 0, 7)) + frame(hello()) + frame(
+        request(PING, b"q")) + frame(struct.pack("<BBH", QUERY, 0, 8)) + frame(bytes([QUERY, 0]))
     out["wire_hello_then_requests"] = bytes([MODE_WIRE]) + frame(hello()) + b"".join(
         frame(request(c, a, seq=i + 1)) for i, (_, c, a) in enumerate(COMMANDS[:8])
     )

@@ -28,6 +28,8 @@ enum utvm_packet_kind {
   UTVM_PKT_WELCOME = 0x02,   /* device -> host: answer to HELLO */
   UTVM_PKT_ANNOUNCE = 0x03,  /* device -> host: unsolicited, after every boot */
   UTVM_PKT_LOG = 0x04,       /* device -> host: a log line, at any time */
+  UTVM_PKT_QUERY = 0x05,     /* host -> device: which request did you answer last? */
+  UTVM_PKT_STATE = 0x06,     /* device -> host: answer to QUERY */
   UTVM_PKT_REQUEST = 0x10,   /* host -> device: a command */
   UTVM_PKT_REPLY_OK = 0x11,  /* device -> host: the command's result */
   UTVM_PKT_REPLY_ERR = 0x12  /* device -> host: status code + message */
@@ -38,6 +40,12 @@ enum utvm_packet_kind {
 #define UTVM_ANNOUNCE_BYTES 8u
 /* REQUEST and REPLY headers: kind, cmd, u16 seq, u32 session. */
 #define UTVM_MSG_HEADER_BYTES 8u
+/* QUERY: kind, reserved, u16 probe id. STATE: kind, last cmd, u16 probe id, u32 session id,
+ * u16 last seq, u8 flags (UTVM_STATE_KEPT: a reply is kept), reserved. Answering a QUERY leaves the
+ * kept reply alone, so a request resent after it is still replayed, never executed twice. */
+#define UTVM_QUERY_BYTES 4u
+#define UTVM_STATE_BYTES 12u
+#define UTVM_STATE_KEPT 0x01u
 
 enum utvm_command {
   UTVM_CMD_PING = 0x01,
