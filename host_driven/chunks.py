@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import struct
 
-from . import protocol as P
-from .errors import ProtocolError
-
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 
@@ -59,20 +56,24 @@ class ChunkHandler:
     """on_reply for the per-request route: checks and stores a READ's data, counts chunks.
 
     ``first`` is the plan index of the first request it is handed; ``on_chunk(offset, nbytes)``
-    is called for every chunk acknowledged.
+    is called for every chunk acknowledged, whose index goes into ``acked``.
     """
 
-    def __init__(self, cmd: int, plan: Chunks, sink, on_chunk, first: int):
+    def __init__(self, cmd: int, plan: Chunks, sink, on_chunk, first: int, acked: set):
         self.cmd, self.plan, self.sink, self.on_chunk, self.first = cmd, plan, sink, on_chunk, first
+        self.acked = acked
 
-    def __call__(self, index: int, payload: bytes) -> None:
+    def __call__(self, index: int, payload: bytes) -> bool:
+        """Take one reply; False (nothing taken) when it is not the size it must be: a READ's
+        data is the chunk's length, a WRITE's acknowledgement is empty."""
         index += self.first
         nbytes = self.plan.length(index)
         offset = self.plan.offset(index)
+        if len(payload) != (nbytes if self.sink is not None else 0):
+            return False
         if self.sink is not None:
-            if len(payload) != nbytes:
-                raise ProtocolError(f"{P.COMMAND_NAMES.get(self.cmd)} at offset {offset} returned "
-                                    f"{len(payload)} bytes, not {nbytes}")
             self.sink[offset:offset + nbytes] = payload
+        self.acked.add(index)
         if self.on_chunk is not None:
             self.on_chunk(offset, nbytes)
+        return True

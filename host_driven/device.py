@@ -31,7 +31,8 @@ def _progress_of(progress: Optional[Progress], total: int) -> Optional[Callable[
     done = [0]
 
     def on_chunk(_offset: int, nbytes: int) -> None:
-        done[0] += nbytes
+        # At most the total: after packets shrink, a chunk acknowledged before may go again.
+        done[0] = min(total, done[0] + nbytes)
         progress(done[0], total)
 
     return on_chunk
@@ -110,7 +111,7 @@ class DeviceClient:
 
     def ping(self, payload: bytes = b"") -> None:
         """A round trip; the device echoes ``payload`` (fits one packet)."""
-        echo = self.session.request(P.CMD_PING, payload)
+        echo = self.session.request(P.CMD_PING, payload, reply_size=len(payload))
         if echo != payload:
             raise ProtocolError(f"PING echoed {len(echo)} bytes that differ from the {len(payload)} sent")
 
@@ -119,16 +120,16 @@ class DeviceClient:
         it takes: the next part is asked for from where the last ended, until one comes back short
         of a full packet. (A runtime older than record offsets refuses the second ask: its one
         packet, with the strings cut, is then all there is.)"""
-        data = self.session.request(cmd, args)
-        while len(data) >= self.session.max_packet - P.HEADER.size and len(data) < MAX_RECORD_BYTES:
+        data = last = self.session.request(cmd, args)
+        while len(last) >= self.session.max_packet - P.HEADER.size and len(data) < MAX_RECORD_BYTES:
             try:
-                more = self.session.request(cmd, args + P.RECORD_OFFSET.pack(len(data)))
+                last = self.session.request(cmd, args + P.RECORD_OFFSET.pack(len(data)))
             except DeviceError as err:
                 if err.code != P.ERR_BAD_LENGTH:
                     raise
                 break
-            data += more
-            if not more:
+            data += last
+            if not last:
                 break
         return data
 
@@ -188,10 +189,9 @@ class DeviceClient:
         """
         view = memoryview(data).cast("B")
         total = len(view)
-        chunk = self.session.max_packet - P.HEADER.size - P.WRITE_ARGS.size
         source = data if type(data) is bytes else view
-        self.session.transfer(P.CMD_WRITE, P.WRITE_ARGS.pack(tensor_id, 0, 0, total), _OFFSET_AT, 0, chunk,
-                              total, source=source, on_chunk=_progress_of(progress, total))
+        self.session.transfer(P.CMD_WRITE, P.WRITE_ARGS.pack(tensor_id, 0, 0, total), _OFFSET_AT, 0, total,
+                              source=source, on_chunk=_progress_of(progress, total))
 
     def read_tensor(self, tensor_id: int, nbytes: int, progress: Optional[Progress] = None, out=None):
         """Read the first ``nbytes`` of a tensor (inputs, outputs, constants or intermediates).
@@ -209,21 +209,20 @@ class DeviceClient:
                                  f"{sink.nbytes} bytes{' (read-only)' if sink.readonly else ''}"
                                  f"{'' if sink.c_contiguous else ' (not contiguous)'}")
             sink = sink.cast("B")
-        chunk = self.session.max_packet - P.HEADER.size
         self.session.transfer(P.CMD_READ, P.READ_ARGS.pack(tensor_id, 0, 0, 0, nbytes), _OFFSET_AT,
-                              _READ_LENGTH_AT, chunk, nbytes, sink=sink,
-                              on_chunk=_progress_of(progress, nbytes))
+                              _READ_LENGTH_AT, nbytes, sink=sink, on_chunk=_progress_of(progress, nbytes))
         return bytes(sink) if out is None else out
 
     # -- execution -----------------------------------------------------------------------------
 
     def run(self, timeout: Optional[float] = None) -> int:
         """Run the whole model once; returns the device ticks it took."""
-        return struct.unpack("<Q", self.session.request(P.CMD_RUN, timeout=timeout))[0]
+        return struct.unpack("<Q", self.session.request(P.CMD_RUN, timeout=timeout, reply_size=8))[0]
 
     def run_kernel(self, index: int, timeout: Optional[float] = None) -> int:
         """Run one kernel on the tensors already in the arena; returns its device ticks."""
-        reply = self.session.request(P.CMD_RUN_KERNEL, struct.pack("<H", index), timeout=timeout)
+        reply = self.session.request(P.CMD_RUN_KERNEL, struct.pack("<H", index), timeout=timeout,
+                                     reply_size=8)
         return struct.unpack("<Q", reply)[0]
 
     def time(self, kernel: Optional[int] = None, number: int = 1, repeat: int = 1,
@@ -243,14 +242,12 @@ class DeviceClient:
                 f"TIME of {number} x {repeat} calls: the device makes at most {P.TIME_MAX_CALLS} calls "
                 "(number x repeat) per measurement", hint="ask for fewer calls")
         target = P.TIME_WHOLE_MODEL if kernel is None else kernel
-        per_packet = (self.session.max_packet - P.HEADER.size) // 8
         ticks: List[int] = []
         while len(ticks) < repeat:
+            per_packet = (self.session.max_packet - P.HEADER.size) // 8
             count = min(per_packet, repeat - len(ticks))
             reply = self.session.request(P.CMD_TIME, P.TIME_ARGS.pack(target, 0, number, count),
-                                         timeout=timeout)
-            if len(reply) != 8 * count:
-                raise ProtocolError(f"TIME returned {len(reply)} bytes for {count} repeats")
+                                         timeout=timeout, reply_size=8 * count)
             ticks.extend(struct.unpack(f"<{count}Q", reply))
         return ticks
 

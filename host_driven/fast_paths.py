@@ -53,12 +53,13 @@ class FramePath:
     def __init__(self, session):
         self.session = session
 
-    def round_trip(self, packet: bytes, wait: float):
+    def round_trip(self, packet: bytes, wait: float, timeout: float):
         """The reply payload to the request ``packet`` (bytes), or a Handback for the engine when
-        the first bytes back are anything else, or nothing comes within ``wait`` seconds."""
+        the first bytes back are anything else, or nothing comes within ``wait`` seconds.
+        ``timeout`` bounds the write."""
         session = self.session
         bad_before = session._decoder.bad_frames
-        session._send(encode(packet), wait, packet[1])
+        session._send(encode(packet), timeout, packet[1])
         return self._first_reply(packet, wait, bad_before)
 
     def _first_reply(self, packet: bytes, wait: float, bad_before: int):
@@ -67,7 +68,7 @@ class FramePath:
         if data is None:
             return Handback(0, None, bad_before, True)
         reply = session._decoder.sole_packet(data, _REPLY_OK + packet[1:P.HEADER.size])
-        if reply is not None:
+        if reply is not None and len(reply) <= session.max_packet - P.HEADER.size:
             return reply
         return Handback(0, data, bad_before, False)
 
@@ -111,10 +112,10 @@ class PipeCallPath(BulkPath):
         self.call = call
         self._call = call.call
 
-    def round_trip(self, packet: bytes, wait: float):
+    def round_trip(self, packet: bytes, wait: float, timeout: float):
         session = self.session
         if session.transport.pipe_fds() is None:  # closed: its descriptors may name other files now
-            return FramePath.round_trip(self, packet, wait)
+            return FramePath.round_trip(self, packet, wait, timeout)
         outcome = self._call(packet, len(packet), int(wait * 1000) + 1)
         if outcome >= 0:
             return self.call.payload(outcome)
@@ -130,7 +131,7 @@ class PipeCallPath(BulkPath):
         # The pipe failed or was full: the transport's own calls go on (and name a failure).
         unwritten = self.call.unwritten()
         if unwritten:
-            session._send(unwritten, wait, packet[1])
+            session._send(unwritten, timeout, packet[1])
         return self._first_reply(packet, wait, bad_before)
 
     @property
@@ -189,11 +190,11 @@ class Batches:
             self.rx, self.rx_address = path.receive_area(max(RX_AREA_BYTES, 2 * packet_room))
             self.rx_view = memoryview(self.rx)
 
-    def run(self, seq: int, first: int, count: int, wait: float) -> Handback:
-        """Send requests ``first`` to ``first + count`` of the plan (sequence numbers from ``seq``)
-        and take their replies, in order, until one is not as expected or ``wait`` seconds pass
-        with nothing."""
-        self.session._send(self._requests(seq, first, count), wait, self.plan.template[1])
+    def run(self, seq: int, first: int, count: int, wait: float, timeout: float) -> Handback:
+        """Send requests ``first`` to ``first + count`` of the plan (sequence numbers from ``seq``,
+        the write bounded by ``timeout``) and take their replies, in order, until one is not as
+        expected or ``wait`` seconds pass with nothing."""
+        self.session._send(self._requests(seq, first, count), timeout, self.plan.template[1])
         if self.sink is None:
             handback = self._take_acks(seq, count, wait)
         else:

@@ -20,7 +20,7 @@ import itertools
 import logging
 import secrets
 import time
-from typing import Callable, Deque, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Deque, Dict, Iterable, List, Optional, Set, Tuple
 
 from . import fast_paths
 from . import protocol as P
@@ -49,7 +49,13 @@ DEFAULT_MAX_PACKET = P.MAX_PACKET
 DEFAULT_WINDOW = 32
 # After this long without a reply (or half the request's timeout, when shorter), the host asks
 # the device what it last answered (QUERY) instead of waiting out the whole timeout.
-DEFAULT_PROBE_AFTER = 0.5
+DEFAULT_PROBE_AFTER = 0.25
+# The shortest silence that counts: a loaded host may take this long to run the device.
+MIN_SILENCE = 0.02
+# Re-sends without progress on a noisy link (corrupted frames, requests or replies the device's
+# STATE shows lost) before the packets are halved, when they can be, and before giving up.
+SHRINK_AFTER = 2
+NOISY_RESENDS = 32
 RECENT_LOG_LINES = 20
 MIN_DECODE_LIMIT = 4096
 # Below glibc's mmap threshold: larger reads cost a fresh mapping (page faults) each time.
@@ -60,16 +66,27 @@ _PACK_HEADER = P.HEADER.pack
 _HEADER_BYTES = P.HEADER.size
 _PKT_REQUEST = P.PKT_REQUEST
 
+# Commands that may be sent again in smaller packets, under a new session: they change nothing
+# (or write the same bytes again), so their answer does not depend on how often they ran.
+_IDEMPOTENT = frozenset({P.CMD_PING, P.CMD_INFO, P.CMD_TENSOR_INFO, P.CMD_KERNEL_INFO, P.CMD_WRITE,
+                         P.CMD_READ})
+
 LogHandler = Callable[[int, str], None]
+
+
+class _Shrink(Exception):
+    """Raised by the engine's loop to its caller: send these requests again in smaller packets."""
 
 
 class ProtocolSession:
     """One host-driven session with a device over ``transport``.
 
-    ``timeout`` is how long to wait for each reply (and for each handshake attempt), ``retries``
-    how many times a request is re-sent without progress before giving up. After ``probe_after``
-    seconds of silence (or half the timeout, when shorter) the host asks the device what it last
-    answered, and re-sends at once what it never saw or whose reply was lost.
+    ``timeout`` is how long to wait for each reply (and for the whole handshake, ``retries`` + 1
+    times over), ``retries`` how many times a request is re-sent after a silence of ``timeout``
+    without progress before giving up (a noisy link, whose corrupted frames show the device is
+    there, gets NOISY_RESENDS). After ``probe_after`` seconds of silence (or half the timeout,
+    when shorter) the host asks the device what it last answered, and re-sends at once what it
+    never saw or whose reply was lost; on a link that keeps corrupting, it halves the packet size.
     ``log_handler(level, text)`` is called for every device log line (Python ``logging`` levels),
     in addition to the ``utvm.device`` logger. ``max_packet`` is the host's packet limit proposal
     and ``window`` how many requests may be in flight during a transfer.
@@ -87,6 +104,7 @@ class ProtocolSession:
         self.transport = transport
         self.timeout = timeout
         self.retries = retries
+        self._latency: Optional[float] = None
         self.probe_after = probe_after
         self.log_handler = log_handler
         self.host_max_packet = max_packet
@@ -103,8 +121,9 @@ class ProtocolSession:
         self._lost_requests = 0
         self._lost_replies = 0
         self._shrinks = 0
-        self._batch_replies = 0
+        self._replies_before = 0  # replies taken whole by transfer batches and earlier paths
         self._probe_id = 0
+        self._proposal = max_packet
         # LOG lines are not bound by the negotiated limit (their own is UTVM_LOG_MAX_TEXT), so the
         # decoder accepts a little more than a tiny proposal.
         self._decoder = FrameDecoder(max(max_packet, MIN_DECODE_LIMIT))
@@ -130,7 +149,7 @@ class ProtocolSession:
     @property
     def link(self) -> LinkReport:
         """The link's figures so far: frames received and corrupted, packets resent and lost."""
-        good = self._decoder.good_frames + self._batch_replies + getattr(self._path, "replies", 0)
+        good = self._decoder.good_frames + self._replies_before + getattr(self._path, "replies", 0)
         bad = self._decoder.bad_frames
         return LinkReport(packet_bytes=self.max_packet, negotiated_packet_bytes=self.negotiated_packet,
                           frames_received=good + bad, frames_corrupted=bad,
@@ -139,25 +158,47 @@ class ProtocolSession:
 
     def open(self) -> ProtocolSession:
         """Handshake with the device (again, after a reboot). Raises IoTimeoutError if it never answers."""
+        self._handshake(self.host_max_packet)
+        self.negotiated_packet = self.max_packet
+        return self
+
+    def _handshake(self, proposal: int, renegotiating: bool = False) -> None:
+        """HELLO with the packet limit ``proposal`` until the WELCOME to it arrives. HELLO goes
+        again after each silence (a lost one costs that, not the whole handshake). When
+        ``renegotiating`` an open session, a boot announcement means the arena is gone: an error."""
         self._open = False
+        self._proposal = proposal
         deadline = time.monotonic() + self.open_timeout
-        attempt_timeout = min(self.timeout, self.open_timeout)
+        attempt_timeout = min(self._silence(self.timeout), self.open_timeout)
         while True:
             # A fresh nonce per attempt: a late WELCOME to an earlier HELLO names a session the
             # device has already replaced, so it must not be taken.
             host_nonce = secrets.randbits(32) or 1
-            hello = P.HELLO.pack(P.PKT_HELLO, P.PROTOCOL_VERSION, 0, host_nonce, self.host_max_packet)
+            hello = P.HELLO.pack(P.PKT_HELLO, P.PROTOCOL_VERSION, 0, host_nonce, proposal)
             self.transport.write(encode(hello), attempt_timeout)
-            attempt_end = min(deadline, time.monotonic() + attempt_timeout)
+            sent_at = time.monotonic()
+            attempt_end = min(deadline, sent_at + attempt_timeout)
             while time.monotonic() < attempt_end:
                 for packet in self._packets_until(attempt_end):
+                    if renegotiating and packet[0] == P.PKT_ANNOUNCE:
+                        raise self._rebooted(packet)
                     if self._take_welcome(packet, host_nonce):
-                        return self
+                        self._note_latency(time.monotonic() - sent_at)  # a first idea of the link
+                        return
             if time.monotonic() >= deadline:
                 raise IoTimeoutError(
                     f"the device did not answer the session handshake within {self.open_timeout:.3g} s; "
                     "check that it is flashed with a utvm firmware and that the transport settings "
                     "(port, baud rate) are right" + self._log_context())
+
+    def _shrink(self, floor: int) -> None:
+        """Halve the packet size (not below ``floor``) by a new handshake: frames that keep arriving
+        corrupted are shorter and get through more often, as on a noisy serial line."""
+        limit = max(floor, P.MIN_PACKET, self.max_packet // 2)
+        _LOG.info("the link corrupts %d-byte packets again and again (%d corrupted frames so far): "
+                  "going down to %d bytes", self.max_packet, self._decoder.bad_frames, limit)
+        self._shrinks += 1
+        self._handshake(limit, renegotiating=True)
 
     def _take_welcome(self, packet: bytes, host_nonce: int) -> bool:
         """Open the session if ``packet`` is the WELCOME to our HELLO; note a boot ANNOUNCE."""
@@ -180,13 +221,13 @@ class ProtocolSession:
         if session_id == 0:
             raise ProtocolError(
                 f"the device refused the session (it needs a packet limit of at least {P.MIN_PACKET} "
-                f"bytes; the host proposed {self.host_max_packet})")
+                f"bytes; the host proposed {self._proposal})")
         self.session_id = session_id
         self.boot_nonce = boot
         self.device_max_packet = device_max
-        self.max_packet = min(self.host_max_packet, device_max)
-        self.negotiated_packet = self.negotiated_packet or self.max_packet
+        self.max_packet = min(self._proposal, device_max)
         self.window = max(1, min(self.host_window, window))
+        self._replies_before += getattr(self._path, "replies", 0)  # the old path's count, kept
         self._path = fast_paths.choose(self, self._encoder.lib, self.max_packet)
         self._open = True
         _LOG.debug("session %08x open: packet %d bytes, window %d", session_id, self.max_packet, self.window)
@@ -247,16 +288,20 @@ class ProtocolSession:
                 self._device_log(packet)
         return [packet for packet in packets if packet[0] != P.PKT_LOG]
 
+    def _rebooted(self, announce: bytes) -> DeviceRebootedError:
+        """The error for a boot ANNOUNCE during the session (which it ends)."""
+        self._open = False
+        nonce = P.ANNOUNCE.unpack_from(announce)[4] if len(announce) >= P.ANNOUNCE.size else None
+        self.boot_nonce = nonce
+        return DeviceRebootedError(
+            "the device rebooted during the session" + (f" (boot nonce {nonce:08x})" if nonce else "")
+            + self._log_context())
+
     def _reply_for(self, packet: bytes, outstanding: Dict[int, Tuple[int, int, bytes]]):
         """(seq, payload, error) for a reply to one of ours, None for anything else to ignore."""
         kind = packet[0]
         if kind == P.PKT_ANNOUNCE:
-            self._open = False
-            nonce = P.ANNOUNCE.unpack_from(packet)[4] if len(packet) >= P.ANNOUNCE.size else None
-            self.boot_nonce = nonce
-            raise DeviceRebootedError(
-                "the device rebooted during the session" + (f" (boot nonce {nonce:08x})" if nonce else "")
-                + self._log_context())
+            raise self._rebooted(packet)
         if kind not in (P.PKT_REPLY_OK, P.PKT_REPLY_ERR) or len(packet) < P.HEADER.size:
             return None
         _, cmd, seq, session_id = P.HEADER.unpack_from(packet)
@@ -277,31 +322,63 @@ class ProtocolSession:
 
     # -- requests ----------------------------------------------------------------------------
 
-    def request(self, cmd: int, payload: bytes = b"", timeout: Optional[float] = None) -> bytes:
-        """Send one command and return its reply payload; a device refusal raises DeviceError."""
+    def request(self, cmd: int, payload: bytes = b"", timeout: Optional[float] = None,
+                reply_size: Optional[int] = None) -> bytes:
+        """Send one command and return its reply payload; a device refusal raises DeviceError.
+
+        A reply of other than ``reply_size`` bytes (when given) is taken for a corrupted frame and
+        asked for again.
+        """
         if not self._open:
             raise SessionClosedError("the session is not open", hint="call ProtocolSession.open() first")
+        sized = None if reply_size is None else (lambda _index, data: len(data) == reply_size)
         if self._pending:
-            return self.request_many(cmd, [payload], timeout=timeout)[0]
+            return self.request_many(cmd, [payload], timeout=timeout, on_reply=sized)[0]
         # The common case goes through the fast path (a round trip is a few microseconds); what it
         # cannot finish, the general loop does. The fast path waits only until the first silence.
         if timeout is None:
             timeout = self.timeout
         wait = timeout * 0.5
-        if wait > self.probe_after:
-            wait = self.probe_after
+        if wait > self._wait_cap:
+            wait = self._wait_cap
         packet = self._request_packet(cmd, payload)
-        reply = self._path.round_trip(packet, wait)
+        reply = self._path.round_trip(packet, wait, timeout)
         if type(reply) is bytes:
-            return reply
-        return self._finish(cmd, [packet], reply, timeout, wait)[0]
+            if reply_size is None or len(reply) == reply_size:
+                return reply
+            self._decoder.bad_frames += 1  # see _await: corrupted past the CRC's reach
+            reply = Handback(0, None, self._decoder.bad_frames - 1, False)
+        try:
+            return self._finish(cmd, [packet], reply, timeout, wait, on_reply=sized,
+                                shrink_floor=len(packet))[0]
+        except _Shrink:
+            self._shrink(len(packet))
+        return self.request(cmd, payload, timeout, reply_size)
 
     def _silence(self, timeout: float) -> float:
         """How long without a reply before the device is asked about it."""
-        return min(timeout * 0.5, self.probe_after)
+        return min(timeout * 0.5, self._wait_cap)
+
+    @property
+    def probe_after(self) -> float:
+        """The longest silence before the device is asked what it last answered; shorter once
+        the replies' latency is known (a few times the latency seen, MIN_SILENCE at least)."""
+        return self._probe_after
+
+    @probe_after.setter
+    def probe_after(self, seconds: float) -> None:
+        self._probe_after = seconds
+        latency = self._latency
+        self._wait_cap = seconds if latency is None else min(seconds, max(MIN_SILENCE, 4 * latency))
+
+    def _note_latency(self, seconds: float) -> None:
+        """A reply came ``seconds`` after its request went out (a smoothed average is kept)."""
+        self._latency = seconds if self._latency is None else 0.875 * self._latency + 0.125 * seconds
+        self.probe_after = self._probe_after
 
     def _finish(self, cmd: int, requests: List[bytes], handback: Handback, timeout: float, wait: float,
-                on_reply: Optional[Callable[[int, bytes], None]] = None) -> List[bytes]:
+                on_reply: Optional[Callable[[int, bytes], None]] = None,
+                shrink_floor: Optional[int] = None) -> List[bytes]:
         """The replies to ``requests`` (already sent), after a fast path handed them back having
         waited up to ``wait`` seconds."""
         data = handback.data
@@ -309,14 +386,15 @@ class ProtocolSession:
         # After a silence the requests have had `wait` of their timeout, and the device is asked now.
         deadline = time.monotonic() + timeout - (wait if handback.silent else 0.0)
         return self._await(cmd, requests, packets, timeout, handback.bad_before, deadline,
-                           on_reply=on_reply, framed=True, ask_now=handback.silent)
+                           on_reply=on_reply, framed=True, ask_now=handback.silent, shrink_floor=shrink_floor)
 
     def request_many(self, cmd: int, payloads: Iterable[bytes], timeout: Optional[float] = None,
                      on_reply: Optional[Callable[[int, bytes], None]] = None) -> List[bytes]:
         """Send one command per payload, up to ``window`` in flight, and return the replies in order.
 
-        ``on_reply(index, payload)`` is called as each reply arrives. ``timeout`` bounds the wait
-        for each reply (not the whole batch). The first device error is raised once seen; replies
+        ``on_reply(index, payload)`` is called as each reply arrives; returning False rejects the
+        payload as corrupted (it is asked for again). ``timeout`` bounds the wait for each reply
+        (not the whole batch). The first device error is raised once seen; replies
         still in flight are then ignored as stale.
         """
         if not self._open:
@@ -327,7 +405,7 @@ class ProtocolSession:
 
     def _await(self, cmd: int, requests: Iterable[bytes], packets: List[bytes], timeout: float,
                bad_before: int, deadline: float, on_reply: Optional[Callable[[int, bytes], None]] = None,
-               framed: bool = True, ask_now: bool = False) -> List[bytes]:
+               framed: bool = True, ask_now: bool = False, shrink_floor: Optional[int] = None) -> List[bytes]:
         """The replies to ``requests``: packets already sent when ``framed``, else payloads to send.
 
         ``packets`` are ones already received for them (and ``bad_before`` the corrupted-frame
@@ -341,9 +419,15 @@ class ProtocolSession:
         the way, either way: they are re-sent (a replay or an idempotent command, never a second
         run). A device busy with a long command answers after it, with the reply. Past the
         deadline with no answer at all, everything in flight is re-sent, ``retries`` times at
-        most without progress.
+        most without progress (NOISY_RESENDS when the link shows it is alive but noisy).
+
+        With ``shrink_floor``, the caller can send its requests again in smaller packets: when
+        they keep failing (SHRINK_AFTER re-sends without progress) and the link shows noise
+        (corrupted frames, requests the device never saw), _Shrink is raised instead of another
+        re-send, for idempotent commands only, while the packet is above the floor.
         """
         name = P.COMMAND_NAMES.get(cmd, f"command {cmd}")
+        room = self.max_packet - _HEADER_BYTES  # no reply is longer
         results: List[Optional[bytes]] = []
         # seq -> (index, cmd, request packet, header of its REPLY_OK), oldest first.
         outstanding: Dict[int, Tuple[int, int, bytes, bytes]] = collections.OrderedDict()
@@ -356,8 +440,11 @@ class ProtocolSession:
                                                                                 self.session_id))
                 results.append(None)
             exhausted = True
-        retries_left = self.retries
+        silent_left, noisy_left = self.retries, NOISY_RESENDS  # re-sends left without progress
+        sent_at = deadline - timeout  # when the requests in flight went out, roughly
         probe = _Probe(self, self._silence(timeout), ask_now)
+        can_shrink = (shrink_floor is not None and cmd in _IDEMPOTENT
+                      and self.max_packet > max(shrink_floor, P.MIN_PACKET))
         while True:
             if not exhausted and len(outstanding) < self.window:
                 batch = []
@@ -370,7 +457,8 @@ class ProtocolSession:
                 exhausted = len(outstanding) < self.window
                 if batch:
                     self._send(self._encoder.encode_many(batch), timeout, cmd)
-                    deadline = time.monotonic() + timeout
+                    sent_at = time.monotonic()
+                    deadline = sent_at + timeout
                     probe.restart()
             if not outstanding:
                 return results  # type: ignore[return-value]
@@ -400,53 +488,63 @@ class ProtocolSession:
                     seq, payload, error = reply
                     if error is not None:
                         raise error
-                index = outstanding.pop(seq)[0]
+                index = outstanding[seq][0]
+                if len(payload) > room or (on_reply is not None and on_reply(index, payload) is False):
+                    # It passed the CRC, but it cannot be the reply: a frame spoilt past the CRC's
+                    # reach (a trailing 0x00 keeps a CRC-16 check at 0). Corrupted, then.
+                    self._decoder.bad_frames += 1
+                    continue
+                del outstanding[seq]
                 results[index] = payload
                 progressed = True
-                if on_reply is not None:
-                    on_reply(index, payload)
             packets = []
+            now = time.monotonic()
             if progressed:
-                retries_left = self.retries
-                deadline = time.monotonic() + timeout
+                silent_left, noisy_left = self.retries, NOISY_RESENDS
+                deadline = now + timeout
                 probe.restart()
+                self._note_latency(now - sent_at)
             lost = [seq for seq in lost if seq in outstanding]
-            if lost:
-                retries_left = self._resend(retries_left, [outstanding[seq] for seq in lost], name,
-                                            "the device never answered them", timeout, cmd)
-                deadline = time.monotonic() + timeout
-                probe.restart()
-                continue
-            if progressed:
-                continue
             corrupted = self._decoder.bad_frames > bad_before
-            if not corrupted and time.monotonic() < deadline:
+            if lost:  # the device's STATE says so: they never arrived, or their replies did not
+                resend, why = [outstanding[seq] for seq in lost], "lost on the way"
+            elif progressed or (not corrupted and now < deadline):
                 continue
-            # A corrupted frame was probably the oldest reply: re-send that one at once. A silent
-            # timeout may have lost any of them: re-send all. Replays and idempotence make this safe.
-            resend = list(outstanding.values())[:1] if corrupted else list(outstanding.values())
-            retries_left = self._resend(retries_left, resend, name,
-                                        "corrupted frame" if corrupted else "timeout", timeout, cmd)
-            deadline = time.monotonic() + timeout
+            elif corrupted:  # probably the oldest one's reply: re-send that one at once
+                resend, why = list(outstanding.values())[:1], "corrupted frame"
+            else:  # silence past the deadline: any of them may be lost
+                resend, why = list(outstanding.values()), "timeout"
+            # Replays and idempotence make any re-send safe. The device is alive while frames
+            # (even corrupted ones) or STATEs arrive: a noisy link gets more tries than a silent one.
+            if why == "timeout":
+                if silent_left <= 0:
+                    raise self._no_reply(name, timeout)
+                silent_left -= 1
+            else:
+                if can_shrink and NOISY_RESENDS - noisy_left >= SHRINK_AFTER:
+                    raise _Shrink()
+                if noisy_left <= 0:
+                    raise self._no_reply(name, timeout)
+                noisy_left -= 1
+            _LOG.debug("re-sending %d %s request(s) (%s)", len(resend), name, why)
+            self.retransmissions += len(resend)
+            self._send(self._encoder.encode_many([entry[2] for entry in resend]), timeout, cmd)
+            sent_at = now
+            deadline = now + timeout
             probe.restart()
 
-    def _resend(self, retries_left: int, entries, name: str, why: str, timeout: float, cmd: int) -> int:
-        """Re-send the requests of ``entries`` (outstanding values); the retries left after it."""
-        if retries_left <= 0:
-            raise IoTimeoutError(
-                f"no reply from the device to {name} within {timeout:.3g} s after {self.retries} "
-                f"retries ({self._decoder.bad_frames} corrupted frames seen)" + self._log_context())
-        _LOG.debug("re-sending %d %s request(s) (%s)", len(entries), name, why)
-        self.retransmissions += len(entries)
-        self._send(self._encoder.encode_many([entry[2] for entry in entries]), timeout, cmd)
-        return retries_left - 1
+    def _no_reply(self, name: str, timeout: float) -> IoTimeoutError:
+        return IoTimeoutError(
+            f"no reply from the device to {name} within {timeout:.3g} s after {self.retries} retries "
+            f"({self._decoder.bad_frames} corrupted frames seen)" + self._log_context())
 
     # -- chunked transfers -------------------------------------------------------------------
 
-    def transfer(self, cmd: int, args: bytes, offset_at: int, length_at: int, chunk: int, total: int,
+    def transfer(self, cmd: int, args: bytes, offset_at: int, length_at: int, total: int,
                  source=None, sink=None, timeout: Optional[float] = None,
                  on_chunk: Optional[Callable[[int, int], None]] = None) -> None:
-        """A chunked WRITE or READ of ``total`` bytes, ``chunk`` bytes per request (at least one request).
+        """A chunked WRITE or READ of ``total`` bytes, in chunks that fill the packet (at least one
+        request).
 
         Each request's arguments are ``args`` with the chunk's offset (u32) at ``offset_at`` and,
         when ``length_at`` is not 0, its length (u32) there; both positions count from the start
@@ -456,39 +554,59 @@ class ProtocolSession:
         called as each chunk is acknowledged. The fast path's batch route (fast_paths.py) moves a
         window of requests at a time; anything unexpected (a lost, corrupted or stale reply, a
         LOG, an error) hands the rest of the batch to the per-request loop, retries included.
+        When the packets shrink on a noisy link, the rest of the transfer is planned again.
         """
         if not self._open:
             raise SessionClosedError("the session is not open", hint="call ProtocolSession.open() first")
         timeout = self.timeout if timeout is None else timeout
-        plan = Chunks(_PACK_HEADER(P.PKT_REQUEST, cmd, 0, self.session_id) + args, offset_at, length_at,
-                      chunk, total, source)
-        batches = self._path.batches(plan, sink) if total else None
-        if batches is None:
-            payloads = (plan.packet(0, index)[P.HEADER.size:] for index in range(plan.count))
-            handler = ChunkHandler(cmd, plan, sink, on_chunk, 0)
-            self.request_many(cmd, payloads, timeout=timeout, on_reply=handler)
+        start = 0
+        while True:
+            head = _PACK_HEADER(P.PKT_REQUEST, cmd, 0, self.session_id) + args
+            # A WRITE's data rides in the request after its arguments, a READ's in the reply.
+            chunk = self.max_packet - (len(head) if source is not None else _HEADER_BYTES)
+            plan = Chunks(head, offset_at, length_at, chunk, total, source, start)
+            acked: Set[int] = set()
+            try:
+                return self._transfer(plan, sink, on_chunk, timeout, acked)
+            except _Shrink:
+                start = plan.offset(next(index for index in itertools.count() if index not in acked))
+                self._shrink(P.MIN_PACKET)
+
+    def _transfer(self, plan: Chunks, sink, on_chunk, timeout: float, acked: Set[int]) -> None:
+        """The requests of ``plan``; the indexes of those acknowledged go into ``acked``."""
+        cmd = plan.template[1]
+        batches = self._path.batches(plan, sink) if plan.total > plan.start else None
+        if batches is None:  # the engine's own loop, a window of requests in flight
+            payloads = (plan.packet(0, index)[_HEADER_BYTES:] for index in range(plan.count))
+            self._await(cmd, payloads, [], timeout, self._decoder.bad_frames, time.monotonic() + timeout,
+                        on_reply=ChunkHandler(cmd, plan, sink, on_chunk, 0, acked), framed=False,
+                        shrink_floor=P.MIN_PACKET)
             return
         wait = self._silence(timeout)
         done = 0
-        while done < plan.count:
-            count = min(self.window, plan.count - done)
-            seq = (self._seq + 1) & 0xFFFF
-            self._seq = (self._seq + count) & 0xFFFF
-            handback = batches.run(seq, done, count, wait)
-            taken = handback.taken
-            if on_chunk is not None:
-                for index in range(done, done + taken):
-                    on_chunk(plan.offset(index), plan.length(index))
-            if taken < count:
-                first = done + taken
-                requests = [plan.packet((seq + index - done) & 0xFFFF, index)
-                            for index in range(first, done + count)]
-                self._finish(cmd, requests, handback, timeout, wait,
-                             on_reply=ChunkHandler(cmd, plan, sink, on_chunk, first))
-            elif handback.data:
-                self._pending.extend(self._without_logs(self._decoder.feed(handback.data)))
-            done += count
-        self._batch_replies += batches.taken
+        try:
+            while done < plan.count:
+                count = min(self.window, plan.count - done)
+                seq = (self._seq + 1) & 0xFFFF
+                self._seq = (self._seq + count) & 0xFFFF
+                handback = batches.run(seq, done, count, wait, timeout)
+                taken = handback.taken
+                acked.update(range(done, done + taken))
+                if on_chunk is not None:
+                    for index in range(done, done + taken):
+                        on_chunk(plan.offset(index), plan.length(index))
+                if taken < count:
+                    first = done + taken
+                    requests = [plan.packet((seq + index - done) & 0xFFFF, index)
+                                for index in range(first, done + count)]
+                    self._finish(cmd, requests, handback, timeout, wait,
+                                 on_reply=ChunkHandler(cmd, plan, sink, on_chunk, first, acked),
+                                 shrink_floor=P.MIN_PACKET)
+                elif handback.data:
+                    self._pending.extend(self._without_logs(self._decoder.feed(handback.data)))
+                done += count
+        finally:
+            self._replies_before += batches.taken
 
     def _read_for(self, deadline: float, name: str, into: Optional[memoryview] = None):
         """The next slice from the device, or None when the deadline passes first; with ``into``,
