@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+import zlib
 from typing import Callable, List, Optional, Tuple
 
 from . import protocol as P
@@ -20,6 +21,8 @@ _DTYPE_KINDS = {0: "int", 1: "uint", 2: "float", 4: "bfloat"}
 # Where a WRITE's or READ's offset, and a READ's length, sit in the request packet.
 _OFFSET_AT = P.HEADER.size + 4
 _READ_LENGTH_AT = P.HEADER.size + 8
+# Transfers of a tensor before its checksum still differing is an error.
+VERIFY_ATTEMPTS = 3
 # A record longer than this is not one the runtime writes (a model's tables are a few KiB at most).
 MAX_RECORD_BYTES = 1 << 20
 
@@ -106,6 +109,7 @@ class DeviceClient:
     def __init__(self, session: ProtocolSession):
         self.session = session
         self._timer_hz: Optional[int] = None
+        self._checksums = True  # False once the runtime has answered CHECKSUM with UNKNOWN_COMMAND
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -181,24 +185,57 @@ class DeviceClient:
 
     # -- tensors -------------------------------------------------------------------------------
 
+    def checksum(self, tensor_id: int, nbytes: int, offset: int = 0, timeout: Optional[float] = None) -> int:
+        """The device's CRC-32 (as ``zlib.crc32``) of a tensor's bytes ``offset`` to ``offset + nbytes``."""
+        reply = self.session.request(P.CMD_CHECKSUM, P.CHECKSUM_ARGS.pack(tensor_id, 0, offset, nbytes),
+                                     timeout=timeout, reply_size=4)
+        return struct.unpack("<I", reply)[0]
+
+    def _verified(self, tensor_id: int, data, nbytes: int) -> bool:
+        """Whether the tensor's first ``nbytes`` on the device are ``data``: checked end to end with
+        CHECKSUM once the link has shown noise (a frame's CRC-16 lets 1 in 65536 random errors
+        through); taken as read on a clean link, or from a runtime without CHECKSUM."""
+        if not self.session.noisy or not self._checksums:
+            return True
+        try:
+            theirs = self.checksum(tensor_id, nbytes)
+        except DeviceError as err:
+            if err.code != P.ERR_UNKNOWN_COMMAND:
+                raise
+            self._checksums = False
+            return True
+        return theirs == zlib.crc32(data)
+
+    def _unverified(self, tensor_id: int, nbytes: int, what: str) -> ProtocolError:
+        return ProtocolError(
+            f"the {nbytes} bytes {what} tensor {tensor_id} still differ between host and device after "
+            f"{VERIFY_ATTEMPTS} transfers", hint="the link corrupts more than its checks catch: check the "
+            "cable and the baud rate")
+
     def write_tensor(self, tensor_id: int, data, progress: Optional[Progress] = None) -> None:
         """Write ``data`` (any bytes-like object) into a tensor, from its first byte.
 
         A transfer larger than the tensor is refused by the device before anything is written.
-        ``progress(done_bytes, total_bytes)`` is called as chunks are acknowledged.
+        ``progress(done_bytes, total_bytes)`` is called as chunks are acknowledged. Once the link
+        has shown noise, the device's checksum of what it received is compared with the data's.
         """
         view = memoryview(data).cast("B")
         total = len(view)
         source = data if type(data) is bytes else view
-        self.session.transfer(P.CMD_WRITE, P.WRITE_ARGS.pack(tensor_id, 0, 0, total), _OFFSET_AT, 0, total,
-                              source=source, on_chunk=_progress_of(progress, total))
+        for _ in range(VERIFY_ATTEMPTS):
+            self.session.transfer(P.CMD_WRITE, P.WRITE_ARGS.pack(tensor_id, 0, 0, total), _OFFSET_AT, 0,
+                                  total, source=source, on_chunk=_progress_of(progress, total))
+            if self._verified(tensor_id, view, total):
+                return
+        raise self._unverified(tensor_id, total, "written to")
 
     def read_tensor(self, tensor_id: int, nbytes: int, progress: Optional[Progress] = None, out=None):
         """Read the first ``nbytes`` of a tensor (inputs, outputs, constants or intermediates).
 
         Returns a new ``bytes`` object, or, when ``out`` is given, fills ``out`` and returns it:
         a writable, C-contiguous buffer of exactly ``nbytes`` bytes (a bytearray, a numpy array of
-        the tensor's shape and dtype), which saves allocating and copying the result.
+        the tensor's shape and dtype), which saves allocating and copying the result. Once the link
+        has shown noise, the bytes received are checked against the device's checksum.
         """
         if out is None:
             sink = bytearray(nbytes)
@@ -209,9 +246,12 @@ class DeviceClient:
                                  f"{sink.nbytes} bytes{' (read-only)' if sink.readonly else ''}"
                                  f"{'' if sink.c_contiguous else ' (not contiguous)'}")
             sink = sink.cast("B")
-        self.session.transfer(P.CMD_READ, P.READ_ARGS.pack(tensor_id, 0, 0, 0, nbytes), _OFFSET_AT,
-                              _READ_LENGTH_AT, nbytes, sink=sink, on_chunk=_progress_of(progress, nbytes))
-        return bytes(sink) if out is None else out
+        for _ in range(VERIFY_ATTEMPTS):
+            self.session.transfer(P.CMD_READ, P.READ_ARGS.pack(tensor_id, 0, 0, 0, nbytes), _OFFSET_AT,
+                                  _READ_LENGTH_AT, nbytes, sink=sink, on_chunk=_progress_of(progress, nbytes))
+            if self._verified(tensor_id, sink, nbytes):
+                return bytes(sink) if out is None else out
+        raise self._unverified(tensor_id, nbytes, "read from")
 
     # -- execution -----------------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ CMD_TENSOR_INFO = 0x03
 CMD_KERNEL_INFO = 0x04
 CMD_WRITE = 0x10
 CMD_READ = 0x11
+CMD_CHECKSUM = 0x12
 CMD_RUN = 0x20
 CMD_RUN_KERNEL = 0x21
 CMD_TIME = 0x22
@@ -60,6 +61,7 @@ COMMAND_NAMES = {
     CMD_KERNEL_INFO: "KERNEL_INFO",
     CMD_WRITE: "WRITE",
     CMD_READ: "READ",
+    CMD_CHECKSUM: "CHECKSUM",
     CMD_RUN: "RUN",
     CMD_RUN_KERNEL: "RUN_KERNEL",
     CMD_TIME: "TIME",
@@ -69,6 +71,7 @@ COMMAND_NAMES = {
 # Command arguments.
 WRITE_ARGS = struct.Struct("<HHII")  # tensor, flags, offset, total; data follows
 READ_ARGS = struct.Struct("<HHIII")  # tensor, flags, offset, nbytes, total
+CHECKSUM_ARGS = struct.Struct("<HHII")  # tensor, flags, offset, nbytes; the reply is their u32 CRC-32
 TIME_ARGS = struct.Struct("<HHII")  # kernel (TIME_WHOLE_MODEL = the model), flags, number, repeat
 TIME_WHOLE_MODEL = 0xFFFF
 # The most calls (number x repeat) one TIME request may make: beyond, the device refuses

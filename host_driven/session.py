@@ -147,6 +147,13 @@ class ProtocolSession:
         return self._path.name if self.transport.pipe_fds() is not None else None
 
     @property
+    def noisy(self) -> bool:
+        """Whether the link has shown noise: a corrupted frame, a re-send, a lost packet. Frames
+        with more errors than their CRC-16 catches come with many it does catch, so DeviceClient
+        checks transfers end to end from then on."""
+        return bool(self._decoder.bad_frames or self.retransmissions or self._lost_requests)
+
+    @property
     def link(self) -> LinkReport:
         """The link's figures so far: frames received and corrupted, packets resent and lost."""
         good = self._decoder.good_frames + self._replies_before + getattr(self._path, "replies", 0)

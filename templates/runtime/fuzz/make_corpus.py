@@ -18,7 +18,7 @@ from pathlib import Path
 FLAG, ESC, XOR = 0x7E, 0x7D, 0x20
 HELLO, QUERY, REQUEST = 0x01, 0x05, 0x10
 PING, INFO, TENSOR_INFO, KERNEL_INFO = 0x01, 0x02, 0x03, 0x04
-WRITE, READ, RUN, RUN_KERNEL, TIME, RESET = 0x10, 0x11, 0x20, 0x21, 0x22, 0x30
+WRITE, READ, CHECKSUM, RUN, RUN_KERNEL, TIME, RESET = 0x10, 0x11, 0x12, 0x20, 0x21, 0x22, 0x30
 MODE_WIRE, MODE_SESSION, MODE_DISPATCH = 0, 1, 2
 TENSOR_BYTES = 16
 
@@ -34,6 +34,8 @@ COMMANDS = [
     ("ping_escapes", PING, bytes(range(0x70, 0x80)) * 5 + b"\x7d" * 3 + b"\x7e\x7d\x41" * 20),
     ("read_output", READ, struct.pack("<HHIII", 3, 0, 0, TENSOR_BYTES, TENSOR_BYTES)),
     ("read_weight", READ, struct.pack("<HHIII", 1, 0, 4, 8, TENSOR_BYTES)),
+    ("checksum_input", CHECKSUM, struct.pack("<HHII", 0, 0, 0, TENSOR_BYTES)),
+    ("checksum_out_of_bounds", CHECKSUM, struct.pack("<HHII", 3, 0, 8, 0xFFFFFFFC)),
     ("run", RUN, b""),
     *((f"run_kernel_{i}", RUN_KERNEL, struct.pack("<H", i)) for i in range(2)),
     ("time_model", TIME, struct.pack("<HHII", 0xFFFF, 0, 2, 3)),

@@ -54,6 +54,7 @@ enum utvm_command {
   UTVM_CMD_KERNEL_INFO = 0x04,
   UTVM_CMD_WRITE = 0x10,
   UTVM_CMD_READ = 0x11,
+  UTVM_CMD_CHECKSUM = 0x12,
   UTVM_CMD_RUN = 0x20,
   UTVM_CMD_RUN_KERNEL = 0x21,
   UTVM_CMD_TIME = 0x22,
@@ -62,6 +63,7 @@ enum utvm_command {
 
 #define UTVM_WRITE_ARGS_BYTES 12u /* u16 tensor, u16 flags, u32 offset, u32 total; data follows */
 #define UTVM_READ_ARGS_BYTES 16u  /* u16 tensor, u16 flags, u32 offset, u32 nbytes, u32 total */
+#define UTVM_CHECKSUM_ARGS_BYTES 12u /* u16 tensor, u16 flags, u32 offset, u32 nbytes: CRC-32 back */
 #define UTVM_TIME_ARGS_BYTES 12u  /* u16 kernel (0xFFFF = model), u16 flags, u32 number, u32 repeat */
 /* INFO, TENSOR_INFO and KERNEL_INFO reply with a record: its bytes from 0, or from the u32 offset
  * that may follow the command's arguments, as many as fit the packet. */
