@@ -171,8 +171,9 @@ class ProtocolSession:
 
     def _handshake(self, proposal: int, renegotiating: bool = False) -> None:
         """HELLO with the packet limit ``proposal`` until the WELCOME to it arrives. HELLO goes
-        again after each silence (a lost one costs that, not the whole handshake). When
-        ``renegotiating`` an open session, a boot announcement means the arena is gone: an error."""
+        again after a silence that doubles each time, up to ``timeout``: a lost one costs little,
+        and a slow link drains the HELLOs queued on it (only the WELCOME to the latest counts).
+        When ``renegotiating`` an open session, a boot announcement means the arena is gone."""
         self._open = False
         self._proposal = proposal
         deadline = time.monotonic() + self.open_timeout
@@ -192,6 +193,7 @@ class ProtocolSession:
                     if self._take_welcome(packet, host_nonce):
                         self._note_latency(time.monotonic() - sent_at)  # a first idea of the link
                         return
+            attempt_timeout = min(2 * attempt_timeout, self.timeout)
             if time.monotonic() >= deadline:
                 raise IoTimeoutError(
                     f"the device did not answer the session handshake within {self.open_timeout:.3g} s; "
