@@ -305,6 +305,7 @@ def _drive(session, args, say, options: Dict[str, Any], inputs=None) -> int:
             status = 1
         say(f"validation: {report.verdict()}")
         summary["validation"] = report.to_json()
+    summary["link"] = session.link.as_dict()
     if args.json:
         print(json.dumps(summary, indent=2))
     return status

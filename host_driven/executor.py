@@ -193,6 +193,12 @@ class Session:
                 hint="rebuild and flash the project",
             )
 
+    @property
+    def link(self):
+        """What the link has cost so far (a LinkReport: frames received and corrupted, the frame
+        error rate, re-sends, lost requests and replies, packet sizes); ``.as_dict()`` for JSON."""
+        return self.protocol.link
+
     def reset(self) -> None:
         """Reboot the device and open a new session on it; the inputs are sent again before the next run."""
         self.device.reset(timeout=self.run_timeout)
