@@ -216,10 +216,12 @@ def test_validate_names_the_first_diverging_kernel(session, archive, inputs):
         session.validate(reference={"no_such_tensor": good})
 
 
-def test_the_smallest_packet_carries_a_whole_session(tmp_path_factory, archive, inputs):
-    """64-byte packets: INFO (and its model hash) spans several, every transfer is many chunks."""
-    program = built_project(tmp_path_factory, archive) / "build" / "model_device"
-    with Session(SubprocessTransport([str(program)]), archive, timeout=5.0, max_packet=P.MIN_PACKET) as small:
+@pytest.mark.parametrize("transport", ["direct", "relay"])
+def test_the_smallest_packet_carries_a_whole_session(tmp_path_factory, archive, inputs, transport):
+    """64-byte packets, over the template's pipe and through its server: INFO (and its model hash)
+    spans several, every transfer is many chunks."""
+    project = built_project(tmp_path_factory, archive)
+    with Session.from_project(project, transport=transport, timeout=5.0, max_packet=P.MIN_PACKET) as small:
         assert small.protocol.max_packet == P.MIN_PACKET
         assert small.info.model_hash == small.library.metadata["model_hash"]
         small.set_inputs(inputs)
