@@ -5,8 +5,10 @@ host's packet limit) until the device answers WELCOME (echoed nonce, a session i
 limit); both sides then use the smaller limit. Each request carries a sequence number and the
 session id, and only the reply with both is taken as its answer. A lost or corrupted reply is
 retried with the same sequence number: the device replays its last reply instead of running a
-command twice, and every other command is idempotent. An ANNOUNCE (the device booted) during a
-session raises DeviceRebootedError; LOG packets go to Python logging at any time.
+command twice, and every other command is idempotent. After a short silence the host asks the
+device what it last answered (QUERY, STATE: link.py) and re-sends what was lost; on a noisy link
+it halves the packet size. An ANNOUNCE (the device booted) during a session raises
+DeviceRebootedError; LOG packets go to Python logging at any time.
 
 This is the protocol engine. The common cases (a single request answered at once, a transfer's
 batches) go through the fast path chosen for the transport (fast_paths.py), which hands anything
@@ -35,7 +37,7 @@ from .errors import (
 )
 from .fast_paths import Handback
 from .framing import FrameDecoder, FrameEncoder, encode
-from .link import LinkReport
+from .link import LinkReport, Probe
 from .transport import Transport
 
 DEVICE_LOGGER = logging.getLogger("utvm.device")
@@ -451,7 +453,7 @@ class ProtocolSession:
             exhausted = True
         silent_left, noisy_left = self.retries, NOISY_RESENDS  # re-sends left without progress
         sent_at = deadline - timeout  # when the requests in flight went out, roughly
-        probe = _Probe(self, self._silence(timeout), ask_now)
+        probe = Probe(self, self._silence(timeout), ask_now)
         can_shrink = (shrink_floor is not None and cmd in _IDEMPOTENT
                       and self.max_packet > max(shrink_floor, P.MIN_PACKET))
         while True:
@@ -670,54 +672,3 @@ class ProtocolSession:
         raise IoTimeoutError(f"the device did not announce a reboot within {timeout:.3g} s"
                              + self._log_context())
 
-
-class _Probe:
-    """Asking the device, after a silence, what it last answered (QUERY, answered by STATE).
-
-    The STATE comes back at once from an idle device, after everything sent before the QUERY:
-    a request it covers that is still unanswered was lost, on the way there or back. A busy device
-    answers only when done, so unanswered QUERYs are repeated at doubling intervals.
-    """
-
-    def __init__(self, session: ProtocolSession, silence: float, ask_now: bool):
-        self.session = session
-        self.silence = silence
-        self.interval = silence
-        self.due = time.monotonic() + (0.0 if ask_now else silence)
-        # probe id -> the seqs outstanding when it was sent
-        self.sent: Dict[int, Tuple[int, ...]] = {}
-
-    def restart(self) -> None:
-        """Something moved: the next silence counts from now."""
-        self.interval = self.silence
-        self.due = time.monotonic() + self.silence
-
-    def ask_if_due(self, outstanding, timeout: float, cmd: int) -> None:
-        now = time.monotonic()
-        if now < self.due:
-            return
-        session = self.session
-        session._probe_id = probe_id = (session._probe_id + 1) & 0xFFFF
-        self.sent[probe_id] = tuple(outstanding)
-        session._send(encode(P.QUERY.pack(P.PKT_QUERY, 0, probe_id)), timeout, cmd)
-        self.due = now + self.interval
-        self.interval *= 2
-
-    def answered(self, packet: bytes, outstanding) -> List[int]:
-        """The seqs a STATE shows lost (counted as lost requests or lost replies); [] for a STATE
-        that answers none of this wait's QUERYs."""
-        if len(packet) < P.STATE.size:
-            return []
-        _, last_cmd, probe_id, session_id, last_seq, flags, _ = P.STATE.unpack_from(packet)
-        covered = self.sent.pop(probe_id, None)
-        if covered is None:
-            return []
-        lost = [seq for seq in covered if seq in outstanding]
-        session = self.session
-        # The device answers in order: what it answered last, and everything before it, was seen.
-        seen = lost.index(last_seq) + 1 if (flags & P.STATE_KEPT and session_id == session.session_id
-                                            and last_seq in lost
-                                            and outstanding[last_seq][1] == last_cmd) else 0
-        session._lost_replies += seen
-        session._lost_requests += len(lost) - seen
-        return lost
