@@ -12,12 +12,9 @@ host closes its end.
 from __future__ import annotations
 
 import argparse
-import os
-import selectors
-import subprocess
 import sys
 
-from utvm.host_driven.fault_injection import NOISE_KINDS, ByteNoise
+from utvm.host_driven.fault_injection import NOISE_KINDS, ByteNoise, relay
 
 
 def main(argv=None) -> int:
@@ -27,30 +24,9 @@ def main(argv=None) -> int:
     parser.add_argument("--kinds", nargs="+", default=list(NOISE_KINDS), choices=NOISE_KINDS)
     parser.add_argument("device", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    device = [a for a in args.device if a != "--"]
     noise = {"to": ByteNoise(args.rate, args.seed, args.kinds),
              "from": ByteNoise(args.rate, args.seed + 1, args.kinds)}
-    child = subprocess.Popen(device, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
-    routes = {sys.stdin.fileno(): ("to", child.stdin.fileno()),
-              child.stdout.fileno(): ("from", sys.stdout.fileno())}
-    with selectors.DefaultSelector() as selector:
-        for fd in routes:
-            selector.register(fd, selectors.EVENT_READ)
-        while True:
-            for key, _ in selector.select():
-                direction, target = routes[key.fd]
-                data = os.read(key.fd, 65536)
-                if not data:  # either end closed: so do we
-                    child.stdin.close()
-                    return child.wait()
-                view = memoryview(noise[direction](data))
-                try:
-                    while view:
-                        view = view[os.write(target, view):]
-                except BrokenPipeError:
-                    child.stdin.close()
-                    return child.wait()
-
+    return relay([a for a in args.device if a != "--"], lambda direction, data: noise[direction](data))
 
 if __name__ == "__main__":
     sys.exit(main())

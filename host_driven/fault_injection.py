@@ -15,7 +15,11 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+import os
 import random
+import selectors
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional, Sequence
@@ -357,3 +361,34 @@ class NoisyTransport(Transport):
 
     def close(self) -> None:
         self.inner.close()
+
+
+def relay(device: Sequence[str], spoil: Callable[[str, bytes], bytes]) -> int:
+    """Run ``device`` and relay this process's stdin to it and its stdout back, passing each slice
+    through ``spoil(direction, data)`` (direction "to" or "from" the device) on the way: the body
+    of a fault-injecting proxy process, whose host still sees a pipe pair. Returns the device's
+    exit code once either end closes (the device's input is closed first)."""
+    child = subprocess.Popen(list(device), stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+    routes = {sys.stdin.fileno(): ("to", child.stdin.fileno()),
+              child.stdout.fileno(): ("from", sys.stdout.fileno())}
+    with selectors.DefaultSelector() as selector:
+        for fd in routes:
+            selector.register(fd, selectors.EVENT_READ)
+        while True:
+            for key, _ in selector.select():
+                direction, target = routes[key.fd]
+                data = os.read(key.fd, 65536)
+                if not data or not _write_all(target, spoil(direction, data)):
+                    child.stdin.close()
+                    return child.wait()
+
+
+def _write_all(fd: int, data: bytes) -> bool:
+    """Write all of ``data``; False when the reader has gone."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except BrokenPipeError:
+        return False
+    return True

@@ -473,9 +473,9 @@ class ProtocolSession:
                     probe.restart()
             if not outstanding:
                 return results  # type: ignore[return-value]
-            if not packets:
+            # Read on unless a corrupted frame is already there to act on (a fast path's leftovers).
+            if not packets and self._decoder.bad_frames == bad_before:
                 probe.ask_if_due(outstanding, timeout, cmd)
-                bad_before = self._decoder.bad_frames
                 packets = self._receive(min(deadline, probe.due), name)
             progressed = False
             lost: List[int] = []
@@ -517,6 +517,7 @@ class ProtocolSession:
                 self._note_latency(now - sent_at)
             lost = [seq for seq in lost if seq in outstanding]
             corrupted = self._decoder.bad_frames > bad_before
+            bad_before = self._decoder.bad_frames
             if lost:  # the device's STATE says so: they never arrived, or their replies did not
                 resend, why = [outstanding[seq] for seq in lost], "lost on the way"
             elif progressed or (not corrupted and now < deadline):

@@ -8,16 +8,16 @@ stream. A corrupted byte is XORed with 0x01; a dropped byte never arrives. ``--d
 drops the body of that direction's INDEX-th frame (from 0; a frame is what lies between two
 FLAG bytes, empty ones not counted), so a whole request or reply is lost. The host sees a pipe
 pair (so its sessions take the C pipe call), and the faults are below it: this is how the pipe
-call's own handling of spoilt replies is tested. Stdlib only.
+call's own handling of spoilt replies is tested. The relaying is utvm's own
+(``utvm.host_driven.fault_injection.relay``).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import selectors
-import subprocess
 import sys
+
+from utvm.host_driven.fault_injection import relay
 
 
 def _faults(specs, kind):
@@ -77,25 +77,14 @@ def main() -> int:
         faults[direction].update(table)
     droppers = {d: FrameDropper(int(spec.split(":")[1]) for spec in args.drop_frame or ()
                                 if spec.split(":")[0] == d) for d in ("to", "from")}
-    child = subprocess.Popen(device, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
-    host_in, host_out = sys.stdin.fileno(), sys.stdout.fileno()
     seen = {"to": 0, "from": 0}
-    routes = {host_in: ("to", child.stdin.fileno()), child.stdout.fileno(): ("from", host_out)}
-    with selectors.DefaultSelector() as selector:
-        for fd in routes:
-            selector.register(fd, selectors.EVENT_READ)
-        while True:
-            for key, _ in selector.select():
-                direction, target = routes[key.fd]
-                data = os.read(key.fd, 65536)
-                if not data:  # either end closed: so do we
-                    child.stdin.close()
-                    return child.wait()
-                spoilt = droppers[direction](_spoil(data, seen[direction], faults[direction]))
-                seen[direction] += len(data)
-                view = memoryview(spoilt)
-                while view:
-                    view = view[os.write(target, view):]
+
+    def spoil(direction: str, data: bytes) -> bytes:
+        spoilt = droppers[direction](_spoil(data, seen[direction], faults[direction]))
+        seen[direction] += len(data)
+        return spoilt
+
+    return relay(device, spoil)
 
 
 if __name__ == "__main__":
