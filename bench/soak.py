@@ -197,7 +197,7 @@ def table(results: dict) -> str:
                         f"{r['hang']:>4}  {r['wrong']:>5}  {100 * r['exact'] / max(1, n):>6.1f}%  "
                         f"{r['seconds']:>8}  "
                         f"{r['link'].get('smallest_packet_bytes', '-'):>6}  "
-                        f"{r['link'].get('frame_error_rate', 0):>12}")
+                        f"{r['link'].get('frame_error_rate', 0):>12.4f}")
     return "\n".join(rows)
 
 
