@@ -150,22 +150,15 @@ static void rec_string(record_t *w, const char *s) {
   if (s == NULL) {
     s = "";
   }
-  rec_bytes(w, (const uint8_t *)s, (uint32_t)strlen(s) + 1u);
+  do {
+    rec_u8(w, (uint8_t)*s);
+  } while (*s++ != '\0');
 }
 
-/* The record's reply: its bytes from `skip` on, as many as fit; an error past its end. */
+/* The record's reply: its bytes from `skip` on, as many as fit (none from past its end). */
 static void rec_end(record_t *w) {
-  utvm_text_t *t;
-  if (w->skip <= w->pos) {
-    w->r->len = w->pos - w->skip < w->r->cap ? w->pos - w->skip : w->r->cap;
-    return;
-  }
-  t = utvm_reply_fail(w->r, UTVM_ERR_OUT_OF_BOUNDS);
-  utvm_text_str(t, "record offset ");
-  utvm_text_u32(t, w->skip);
-  utvm_text_str(t, " is past the end of the ");
-  utvm_text_u32(t, w->pos);
-  utvm_text_str(t, "-byte record");
+  uint32_t left = w->skip < w->pos ? w->pos - w->skip : 0u;
+  w->r->len = left < w->r->cap ? left : w->r->cap;
 }
 
 /* A record command's arguments: `fixed` bytes, then optionally the u32 record offset to start at. */
@@ -347,18 +340,30 @@ static void cmd_read(utvm_reply_t *r, const uint8_t *args) {
   r->tail_len = len;
 }
 
-/* CRC-32 (IEEE 802.3, as zlib's crc32) a nibble at a time: a 64-byte table. The host checks
- * whole tensors with it once its link has shown noise, which a frame's CRC-16 might miss. */
+/* CRC-32 (IEEE 802.3, as zlib's crc32). The host checks whole tensors with it once its link has
+ * shown noise, which a frame's CRC-16 might miss. A bit at a time, with no table, unless the CRC
+ * tables are built in anyway (UTVM_CRC_TABLE >= 1, fast links): then a nibble at a time. */
 static uint32_t crc32_of(const uint8_t *p, uint32_t n) {
+#if UTVM_CRC_TABLE >= 1
   static const uint32_t table[16] = {
       0x00000000u, 0x1DB71064u, 0x3B6E20C8u, 0x26D930ACu, 0x76DC4190u, 0x6B6B51F4u, 0x4DB26158u, 0x5005713Cu,
       0xEDB88320u, 0xF00F9344u, 0xD6D6A3E8u, 0xCB61B38Cu, 0x9B64C2B0u, 0x86D3D2D4u, 0xA00AE278u, 0xBDBDF21Cu};
+#endif
   uint32_t crc = 0xFFFFFFFFu;
   uint32_t i;
   for (i = 0; i < n; i++) {
     crc ^= p[i];
+#if UTVM_CRC_TABLE >= 1
     crc = (crc >> 4) ^ table[crc & 15u];
     crc = (crc >> 4) ^ table[crc & 15u];
+#else
+    {
+      int k;
+      for (k = 0; k < 8; k++) {
+        crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+      }
+    }
+#endif
   }
   return crc ^ 0xFFFFFFFFu;
 }
@@ -391,41 +396,36 @@ static int32_t run_target(utvm_reply_t *r, uint16_t kernel) {
   return rc;
 }
 
-/* "TIME of 4294967295 x 1 calls exceeds ...": a request that would hold the device for hours. */
-static int32_t check_calls(utvm_reply_t *r, uint32_t number, uint32_t repeat) {
-  utvm_text_t *t;
-  if ((uint64_t)number * repeat <= UTVM_TIME_MAX_CALLS) {
-    return 0;
-  }
-  t = utvm_reply_fail(r, UTVM_ERR_TOO_LARGE);
+/* The timer ticks one TIME request may take (UTVM_TIME_LIMIT_MS). No 64-bit division: on a
+ * Cortex-M that would link libgcc's, most of a kilobyte. */
+static uint64_t time_limit_ticks(void) {
+  uint64_t hz = utvm_port_timer_hz();
+  uint32_t per_ms = (hz > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)hz) / 1000u;
+  return (uint64_t)(per_ms != 0u ? per_ms : 1u) * UTVM_TIME_LIMIT_MS;
+}
+
+/* A TIME that asks for too many calls, or ran out of time after `done` of `calls`. */
+static void time_refused(utvm_reply_t *r, uint32_t number, uint32_t repeat, uint32_t done) {
+  utvm_text_t *t = utvm_reply_fail(r, UTVM_ERR_TOO_LARGE);
   utvm_text_str(t, "TIME of ");
   utvm_text_u32(t, number);
   utvm_text_str(t, " x ");
   utvm_text_u32(t, repeat);
-  utvm_text_str(t, " calls exceeds the ");
-  utvm_text_u32(t, UTVM_TIME_MAX_CALLS);
-  utvm_text_str(t, " calls one request may make");
-  return -1;
-}
-
-static void time_ran_out(utvm_reply_t *r, uint64_t elapsed, uint64_t hz, uint64_t done, uint64_t calls) {
-  utvm_text_t *t = utvm_reply_fail(r, UTVM_ERR_TOO_LARGE);
-  utvm_text_str(t, "TIME stopped after ");
-  utvm_text_u32(t, (uint32_t)(elapsed / (hz / 1000u != 0u ? hz / 1000u : 1u)));
-  utvm_text_str(t, " ms, after ");
-  utvm_text_u32(t, (uint32_t)done);
-  utvm_text_str(t, " of ");
-  utvm_text_u32(t, (uint32_t)calls);
-  utvm_text_str(t, " calls (UTVM_TIME_LIMIT_MS is ");
-  utvm_text_u32(t, UTVM_TIME_LIMIT_MS);
-  utvm_text_str(t, "); time fewer calls per request");
+  if (done == 0u) {
+    utvm_text_str(t, " calls exceeds the most a request may make, ");
+    utvm_text_u32(t, UTVM_TIME_MAX_CALLS);
+  } else {
+    utvm_text_str(t, " calls stopped after ");
+    utvm_text_u32(t, done);
+    utvm_text_str(t, ": UTVM_TIME_LIMIT_MS is ");
+    utvm_text_u32(t, UTVM_TIME_LIMIT_MS);
+  }
 }
 
 static void cmd_time(utvm_reply_t *r, uint16_t kernel, uint32_t number, uint32_t repeat) {
-  uint64_t hz = utvm_port_timer_hz();
-  uint64_t limit = hz * (uint64_t)UTVM_TIME_LIMIT_MS / 1000u;
-  uint64_t calls = (uint64_t)number * repeat;
-  uint64_t done = 0;
+  uint64_t limit = time_limit_ticks();
+  uint32_t calls;
+  uint32_t done = 0;
   uint64_t begin;
   uint32_t i;
   uint32_t n;
@@ -445,9 +445,11 @@ static void cmd_time(utvm_reply_t *r, uint16_t kernel, uint32_t number, uint32_t
     utvm_text_str(t, " tick counts a packet holds");
     return;
   }
-  if (check_calls(r, number, repeat) != 0) {
+  if ((uint64_t)number * repeat > UTVM_TIME_MAX_CALLS) {
+    time_refused(r, number, repeat, 0);
     return;
   }
+  calls = number * repeat;
   begin = utvm_port_timer_ticks();
   for (i = 0; i < repeat; i++) {
     uint64_t start = utvm_port_timer_ticks();
@@ -458,14 +460,14 @@ static void cmd_time(utvm_reply_t *r, uint16_t kernel, uint32_t number, uint32_t
       }
       /* The clock is read inside the timed calls only every 64th call, so it barely shows in them. */
       if ((++done & 63u) == 0u && done < calls && utvm_port_timer_ticks() - begin > limit) {
-        time_ran_out(r, utvm_port_timer_ticks() - begin, hz, done, calls);
+        time_refused(r, number, repeat, done);
         return;
       }
     }
     end = utvm_port_timer_ticks();
     utvm_put_u64(r->buf + 8u * i, end - start);
     if (done < calls && end - begin > limit) {
-      time_ran_out(r, end - begin, hz, done, calls);
+      time_refused(r, number, repeat, done);
       return;
     }
   }
