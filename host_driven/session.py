@@ -185,7 +185,7 @@ class ProtocolSession:
             # device has already replaced, so it must not be taken.
             host_nonce = secrets.randbits(32) or 1
             hello = P.HELLO.pack(P.PKT_HELLO, P.PROTOCOL_VERSION, 0, host_nonce, proposal)
-            self.transport.write(encode(hello), attempt_timeout)
+            self.transport.write(encode(hello), self.timeout)
             sent_at = time.monotonic()
             attempt_end = min(deadline, sent_at + attempt_timeout)
             while time.monotonic() < attempt_end:
