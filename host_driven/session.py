@@ -76,6 +76,11 @@ _IDEMPOTENT = frozenset({P.CMD_PING, P.CMD_INFO, P.CMD_TENSOR_INFO, P.CMD_KERNEL
 LogHandler = Callable[[int, str], None]
 
 
+def _sized(nbytes: Optional[int]) -> Optional[Callable[[int, bytes], bool]]:
+    """An on_reply that takes only replies of ``nbytes`` bytes (None: any)."""
+    return None if nbytes is None else (lambda _index, payload: len(payload) == nbytes)
+
+
 class _Shrink(Exception):
     """Raised by the engine's loop to its caller: send these requests again in smaller packets."""
 
@@ -342,9 +347,8 @@ class ProtocolSession:
         """
         if not self._open:
             raise SessionClosedError("the session is not open", hint="call ProtocolSession.open() first")
-        sized = None if reply_size is None else (lambda _index, data: len(data) == reply_size)
         if self._pending:
-            return self.request_many(cmd, [payload], timeout=timeout, on_reply=sized)[0]
+            return self.request_many(cmd, [payload], timeout=timeout, on_reply=_sized(reply_size))[0]
         # The common case goes through the fast path (a round trip is a few microseconds); what it
         # cannot finish, the general loop does. The fast path waits only until the first silence.
         if timeout is None:
@@ -360,7 +364,7 @@ class ProtocolSession:
             self._decoder.bad_frames += 1  # see _await: corrupted past the CRC's reach
             reply = Handback(0, None, self._decoder.bad_frames - 1, False)
         try:
-            return self._finish(cmd, [packet], reply, timeout, wait, on_reply=sized,
+            return self._finish(cmd, [packet], reply, timeout, wait, on_reply=_sized(reply_size),
                                 shrink_floor=len(packet))[0]
         except _Shrink:
             self._shrink(len(packet))
