@@ -58,6 +58,10 @@ MIN_SILENCE = 0.02
 # STATE shows lost) before the packets are halved, when they can be, and before giving up.
 SHRINK_AFTER = 2
 NOISY_RESENDS = 32
+# How long the first HELLO of a session waits for its WELCOME before it goes again.
+FIRST_HELLO_WAIT = 1.0
+# The longest single wait on the transport: the main thread gets back to Python at least this often.
+WAIT_SLICE = 0.25
 RECENT_LOG_LINES = 20
 MIN_DECODE_LIMIT = 4096
 # Below glibc's mmap threshold: larger reads cost a fresh mapping (page faults) each time.
@@ -184,7 +188,9 @@ class ProtocolSession:
         self._open = False
         self._proposal = proposal
         deadline = time.monotonic() + self.open_timeout
-        attempt_timeout = min(self._silence(self.timeout), self.open_timeout)
+        # A first handshake knows nothing of the link yet (and the device may still be starting).
+        first = self._silence(self.timeout) if renegotiating else min(self.timeout, FIRST_HELLO_WAIT)
+        attempt_timeout = min(first, self.open_timeout)
         while True:
             # A fresh nonce per attempt: a late WELCOME to an earlier HELLO names a session the
             # device has already replaced, so it must not be taken.
@@ -286,11 +292,15 @@ class ProtocolSession:
             self._pending.clear()
             return packets
         while True:
-            remaining = max(0.0, deadline - time.monotonic())
+            # In slices: a signal taken by another thread (Python runs its handler in the main
+            # one) is acted on within a slice, not at the end of a long wait.
+            remaining = min(WAIT_SLICE, max(0.0, deadline - time.monotonic()))
             try:
                 data = self.transport.read(_READ_BYTES, remaining)
             except IoTimeoutError:
-                return []
+                if time.monotonic() >= deadline:
+                    return []
+                continue
             packets = self._without_logs(self._decoder.feed(data))
             if packets or time.monotonic() >= deadline:
                 return packets

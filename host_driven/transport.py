@@ -90,6 +90,25 @@ def _describe_exit(returncode: Optional[int]) -> str:
     return f"device process exited with code {returncode}"
 
 
+# Signals a user or a supervisor sends to stop a program. Python runs their handlers in the main
+# thread only, and a wait is cut short only in the thread that took the signal.
+_CONTROL_SIGNALS = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGALRM", "SIGUSR1",
+                                                       "SIGUSR2") if hasattr(signal, name)}
+
+
+def _start_deaf_to_signals(thread) -> None:
+    """Start ``thread`` with the control signals blocked in it (it inherits the mask), so they
+    reach the main thread and wake its waits at once."""
+    if not hasattr(signal, "pthread_sigmask"):
+        thread.start()
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _CONTROL_SIGNALS)
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _wait(selector: selectors.BaseSelector, deadline: float) -> bool:
     """Whether the selector's descriptor became ready before the deadline."""
     remaining = deadline - time.monotonic()
@@ -126,7 +145,7 @@ class SubprocessTransport(Transport):
         self._writable = selectors.DefaultSelector()
         self._writable.register(self._in_fd, selectors.EVENT_WRITE)
         self._stderr = OutputPump(self._proc.stderr, keep_bytes=STDERR_TAIL_BYTES, name="utvm-device-stderr")
-        self._stderr.start()
+        _start_deaf_to_signals(self._stderr)
         self._closed = False
 
     def pipe_fds(self) -> Optional[Tuple[int, int]]:

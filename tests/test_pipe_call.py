@@ -133,10 +133,10 @@ def test_spoilt_bytes_below_the_pipe_call_are_retried_never_taken(device_exe, fa
 def test_a_lost_run_is_asked_about_not_waited_out(device_exe, lost):
     """The RUN request (or its reply) vanishes below the pipe call: after a short silence the host
     asks the device what it last answered, and resends; the run happens once, long before its
-    600-second timeout. Frames: to the device HELLO, three WRITE chunks, RUN (index 4); from it
-    ANNOUNCE, LOG, WELCOME, three acks, the guard's LOG, the RUN reply (index 7)."""
-    drop = "to:4" if lost == "request" else "from:7"
-    transport = SubprocessTransport([sys.executable, str(PROXY), "--drop-frame", drop, "--", str(device_exe)])
+    600-second timeout."""
+    drop = f"to:{P.PKT_REQUEST}:{P.CMD_RUN}" if lost == "request" else f"from:{P.PKT_REPLY_OK}:{P.CMD_RUN}"
+    transport = SubprocessTransport([sys.executable, str(PROXY), "--drop-packet", drop, "--",
+                                     str(device_exe)])
     with ProtocolSession(transport, timeout=5.0, max_packet=512) as session:
         if session.fast_path != "pipe call":
             pytest.skip("the framing accelerator did not load (no C compiler?): no pipe call to test")
