@@ -41,10 +41,11 @@ def build_project(model, workdir: Path, name: str) -> tuple[Path, Path]:
     """Compile `model` (a model file or a Relax module) and build a host project; (archive, project)."""
     from utvm.model_library import compile_model
     from utvm.project_api.project import TemplateProject
+    from utvm.templates import template_path
 
     archive = Path(compile_model(model, workdir / f"{name}.tar", model_name=name))
     project_dir = workdir / f"{name}-project"
-    with TemplateProject.from_name("host", echo=False) as template:
+    with TemplateProject.from_directory(template_path("host"), echo=False) as template:
         with template.generate_project(archive, project_dir, {"project_type": "host_driven"}) as project:
             project.build()
     return archive, project_dir

@@ -1,6 +1,8 @@
-"""The board database shared by every template: `all_boards`, `get_board`, and the fit check.
+"""The board database shared by every template: `all_boards`, `get_board`, `twin_of`.
 
-The records live in boards.yaml beside this file; docs/boards.md describes the fields.
+The records live in boards.json beside this file; docs/boards.md describes the fields. Templates
+read the same file with the floor's reader (utvm.project_api.board_records), which also holds the
+fit check they run at generate_project.
 """
 
 from .database import (
@@ -10,24 +12,19 @@ from .database import (
     Board,
     all_boards,
     board_names,
+    check_database,
     get_board,
-    parse_database,
     twin_of,
 )
-from .fit import Footprint, check_fit, footprint_from_metadata, format_bytes
 
 __all__ = [
     "DATABASE_PATH",
     "KINDS",
     "PLATFORMS",
     "Board",
-    "Footprint",
     "all_boards",
     "board_names",
-    "check_fit",
-    "footprint_from_metadata",
-    "format_bytes",
+    "check_database",
     "get_board",
-    "parse_database",
     "twin_of",
 ]

@@ -72,6 +72,7 @@ def run_demo(
 def _demo(workdir: pathlib.Path, seed: int, transport: str, verbose: bool) -> int:
     from utvm.model_library import HostReference, compile_model, load
     from utvm.project_api.project import TemplateProject
+    from utvm.templates import template_path
 
     from .executor import Session
 
@@ -93,7 +94,7 @@ def _demo(workdir: pathlib.Path, seed: int, transport: str, verbose: bool) -> in
 
     _step("generating a project from the POSIX host template, then building it")
     project_dir = workdir / "project"
-    with TemplateProject.from_name("host", echo=verbose) as template:
+    with TemplateProject.from_directory(template_path("host"), echo=verbose) as template:
         project = template.generate_project(archive, project_dir)
     with project:
         project.build()

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from utvm.project_api.errors import UserError
-from utvm.project_api.server import IoTimeoutError, TransportClosedError
+from utvm.project_api.errors import IoTimeoutError, TransportClosedError, UserError
 
 from . import protocol
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional, Sequence
 
 from utvm.host_driven.transport import Transport
-from utvm.project_api.server import IoTimeoutError, TransportClosedError
+from utvm.project_api.errors import IoTimeoutError, TransportClosedError
 
 TO_DEVICE = "to_device"
 FROM_DEVICE = "from_device"

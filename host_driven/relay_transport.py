@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
-from utvm.project_api.errors import ProjectAPIError
-from utvm.project_api.server import ServerError
+from utvm.project_api.errors import ProjectAPIError, ServerError
 
 from .closable import ClosableTransport
 from .errors import IoTimeoutError

@@ -1,66 +1,58 @@
-"""Run an ``aot_standalone`` host project's program on arrays: inputs go in as ``.npy`` files, each
-output comes back from the ``.npy`` file the program writes. No session, no protocol.
-"""
+"""Run an ``aot_standalone`` project once: no session, no protocol. The project's template does it
+through its ``utvm_run_standalone`` extension (a host program on .npy files, or an image that runs
+on inputs baked into it), and says through ``utvm_standalone_inputs`` whether it takes inputs."""
 
 from __future__ import annotations
 
-import json
-import pathlib
-import subprocess
-import tempfile
 from typing import Dict, Mapping, Optional
 
 import numpy as np
 from utvm.project_api.errors import UserError
 
-from .errors import HostDrivenError
 from .signature import ModelSignature
 
-PROGRAM = "build/model_standalone"
+RUN = "utvm_run_standalone"
+INPUTS = "utvm_standalone_inputs"
 DEFAULT_TIMEOUT = 600.0
 
 
-def project_type(project_dir) -> Optional[str]:
-    """The ``project_type`` a host project was generated with (None for other projects)."""
-    path = pathlib.Path(project_dir) / "utvm-project.json"
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
+def baked_inputs(project, signature: ModelSignature) -> Optional[Dict[str, np.ndarray]]:
+    """The inputs baked into the project's image, by name; None when it takes inputs at run time."""
+    if not project.has_extension(INPUTS):
         return None
-    if record.get("platform_name") != "host":
+    reply = project.call_extension(INPUTS, options={})
+    if not reply.get("baked"):
         return None
-    return (record.get("options") or {}).get("project_type", "host_driven")
+    return {name: _array(signature, "input", name, data) for name,
+            data in (reply.get("inputs") or {}).items()}
 
 
-def run_standalone(
-    project_dir, inputs: Mapping[str, np.ndarray], timeout: float = DEFAULT_TIMEOUT
-) -> Dict[str, np.ndarray]:
-    """Run the built standalone program once on ``inputs`` (by name); returns the outputs by name."""
-    project_dir = pathlib.Path(project_dir)
-    program = project_dir / PROGRAM
-    if not program.is_file():
-        raise UserError(
-            f"{program} does not exist", hint=f"build the project first: utvm build {project_dir}"
-        )
-    signature = ModelSignature(json.loads((project_dir / "model" / "metadata.json").read_text()))
-    with tempfile.TemporaryDirectory(prefix="utvm-standalone-") as tmp:
-        argv = [str(program.resolve())]
+def _array(signature: ModelSignature, which: str, key, hex_data: str) -> np.ndarray:
+    spec = signature.input(key) if which == "input" else signature.output(key)
+    return np.frombuffer(bytes.fromhex(hex_data), dtype=spec.dtype).reshape(spec.shape).copy()
+
+
+def run_standalone(project, signature: ModelSignature, inputs: Optional[Mapping[str, np.ndarray]] = None,
+                   timeout: float = DEFAULT_TIMEOUT) -> Dict:
+    """Run the project's standalone image once; returns the template's report with ``outputs`` as
+    {name: array}. inputs (by name) go to a template that takes them; None for a baked image."""
+    if not project.has_extension(RUN):
+        raise UserError(f"{project.directory} is an aot_standalone project, but its template offers "
+                        "no way to run it from utvm", hint="run the program or image it builds directly")
+    given = None
+    if inputs is not None:
+        given = {}
         for spec in signature.inputs:
             if spec.name not in inputs:
                 raise UserError(f"input {spec.name!r} is missing", hint="give every input of the model")
             _, array = signature.check_input(spec.name, inputs[spec.name])
-            path = pathlib.Path(tmp) / f"input_{spec.index}.npy"
-            np.save(path, array)
-            argv.append(str(path))
-        outdir = pathlib.Path(tmp) / "out"
-        argv += ["-o", str(outdir)]
-        try:
-            result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as err:
-            raise HostDrivenError(f"{program} did not finish within {timeout:g} s") from err
-        if result.returncode != 0:
-            raise HostDrivenError(
-                f"{program} exited with code {result.returncode}",
-                details=(result.stderr or result.stdout).strip()[-2000:],
-            )
-        return {spec.name: np.load(outdir / f"output_{spec.index}.npy") for spec in signature.outputs}
+            given[spec.name] = np.ascontiguousarray(array).tobytes().hex()
+    report = project.call_extension(RUN, timeout=timeout + 30.0, options={}, inputs=given,
+                                    timeout_sec=timeout)
+    # By position: a firmware may print its own names for the outputs.
+    outputs = {}
+    for out in report.get("outputs") or []:
+        index = int(out["index"])
+        outputs[signature.output(index).name] = _array(signature, "output", index, out["hex"])
+    report["outputs"] = outputs
+    return report

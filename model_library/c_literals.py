@@ -54,17 +54,24 @@ def c_values(array: np.ndarray, dtype: str) -> list:
 
 
 def _float_literals(flat: np.ndarray, suffix: str) -> list:
-    digits = 9 if suffix == "f" else 17  # enough significant digits to round-trip exactly
-    out = []
-    for v in flat:
-        if np.isnan(v):
-            out.append("NAN")
-        elif np.isinf(v):
-            out.append("INFINITY" if v > 0 else "-INFINITY")
-        else:
-            text = np.format_float_scientific(v, precision=digits - 1, unique=True, trim="-")
-            out.append(text + suffix)
-    return out
+    """Shortest round-trip text for each value (numpy's, as `str` of the scalar), made a C literal.
+
+    Formatting is per distinct value: weights often repeat, and formatting dominates the time to
+    write a large model's constants.
+    """
+    if flat.size > 4096:
+        values, inverse = np.unique(flat, return_inverse=True)
+        if values.size * 2 > flat.size:
+            values, inverse = flat, None
+    else:
+        values, inverse = flat, None
+    texts = values.astype(str).astype(object)
+    texts[np.isnan(values)] = "NAN"
+    texts[np.isposinf(values)] = "INFINITY"
+    texts[np.isneginf(values)] = "-INFINITY"
+    finite = np.isfinite(values)
+    texts[finite] = texts[finite] + suffix
+    return (texts if inverse is None else texts[inverse.reshape(-1)]).tolist()
 
 
 def c_array_body(array: np.ndarray, dtype: str, indent: str = "  ") -> str:

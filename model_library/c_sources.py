@@ -13,6 +13,7 @@ from __future__ import annotations
 import jinja2
 
 from .c_literals import c_array_body, c_element_type
+from .c_names import c_identifier, c_string_text
 from .kernel_codegen import SUPPORT_HEADER
 
 MODEL_ABI_VERSION = 1
@@ -232,7 +233,7 @@ def config_header(
 
 
 def kernels_header(name: str, filename: str, prototypes: list) -> str:
-    guard = "UTVM_" + "".join(ch if ch.isalnum() else "_" for ch in filename.upper()) + "_"
+    guard = "UTVM_" + c_identifier(filename.upper()) + "_"
     return _render(_KERNELS_H, name=name, guard=guard, prototypes=prototypes)
 
 
@@ -273,7 +274,7 @@ def plan_source(name: str, prefix: str, kernels_header_name: str, plan) -> str:
         kernels.append(
             {
                 "index": k.index,
-                "name": _c_string(k.name),
+                "name": c_string_text(k.name),
                 "function": k.function,
                 "call_args": call_args,
                 "uses_arena": uses_arena,
@@ -309,7 +310,7 @@ def _tensor_row(prefix: str, plan, t, shapes: list) -> str:
     const = root.storage == "const"
     shape = f"{prefix}_shape_{shapes.index(tuple(t.shape))}" if t.shape else "NULL"
     fields = [
-        f'"{_c_string(t.name)}"',
+        f'"{c_string_text(t.name)}"',
         "UTVM_STORAGE_CONST" if const else "UTVM_STORAGE_ARENA",
         f"{code}u",
         f"{bits}u",
@@ -330,7 +331,3 @@ def dtype_code_bits(dtype: str) -> tuple:
         if dtype.startswith(prefix) and dtype[len(prefix) :].isdigit():
             return _DTYPE_CODES[prefix], int(dtype[len(prefix) :])
     raise ValueError(f"unsupported dtype {dtype}")
-
-
-def _c_string(text: str) -> str:
-    return "".join(ch if (ch.isalnum() or ch in "_.:-+ ") and ord(ch) < 128 else "_" for ch in text)

@@ -14,15 +14,21 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from . import c_sources, metadata
-from .archive import write_archive
+from utvm.templates import TEMPLATES_DIR
+
+from . import c_sources, metadata, tvm_interface
+from .archive import check_output, write_archive
+from .c_names import c_identifier
+from .check import check_archive
 from .errors import ModelError
-from .frontends import import_model, require_model_file
+from .frontends import MAX_TENSOR_BYTES, import_model, require_model_file
 from .integer_ops import rewrite_integer_ops
 from .kernel_codegen import generate_kernels
+from .library import from_files
 from .lowering import lower, prim_funcs_in
 from .memory_planner import LiveBuffer, check_plan, peak_live_bytes, plan_offsets
 from .plan import ExecutionPlan, extract_plan, live_ranges
+from .source_runtimes import RUNTIME_NAMES, SourceModel
 from .targets import parse_target, target_string, tvm_target
 from .workspace_schedule import minimize_workspace
 
@@ -40,6 +46,7 @@ def compile_model(
     fmt: str | None = None,
     model_name: str | None = None,
     input_shapes: dict | None = None,
+    check: bool = True,
     **options,
 ) -> Path:
     """Compile `model` into the MLF archive `output` and return its path.
@@ -54,8 +61,14 @@ def compile_model(
     them again; `integer_ops` (default True) runs quantized operators as integer kernels with
     TFLite's arithmetic instead of TVM's float emulation; `rounding` ("single" / "double") forces
     their requantization rounding (default: as TFLite's reference kernel for each operator);
-    `progress`, a callable taking one line of text. Raises ModelError (a UserError) for a model
-    that cannot be compiled; nothing is written at `output` then.
+    `progress`, a callable taking one line of text.
+
+    `check` (default True) runs the archive's C on this machine before the archive is written and
+    compares it, kernel by kernel and output by output, with TVM's LLVM build of the same module
+    and with the model's own framework where it is installed (see `check.py`); it needs a C
+    compiler and costs a few seconds. Raises ModelError (a UserError) for a model that cannot be
+    compiled, and CheckError (one) for an archive that would give wrong answers; nothing is
+    written at `output` then.
     """
     unknown = sorted(set(options) - set(_KNOWN_OPTIONS))
     if unknown:
@@ -69,6 +82,7 @@ def compile_model(
     progress: Callable[[str], None] = options.get("progress") or (lambda line: None)
     if isinstance(model, (str, os.PathLike)):
         require_model_file(Path(model))  # before TVM is imported: a typo should cost no seconds
+    check_output(output)  # likewise: an archive that could not be written is refused before the work
     target_dict = parse_target(target)
     tvm_target(target_dict)  # TVM's own check of the options, before any work is done
 
@@ -111,8 +125,14 @@ def compile_model(
         raise ModelError(f"{imported.label}: TVM could not generate C for the kernels: {first}") from None
     memory = _place_arena(plan, alignment, preserve_inputs)
     memory["workspace_bytes"] = max(sources.workspace.values(), default=0)
+    for what in ("arena_bytes", "workspace_bytes", "constant_bytes"):
+        if memory[what] > MAX_TENSOR_BYTES:
+            raise ModelError(f"{imported.label}: the plan needs {memory[what]:,} bytes of {what[:-6]}; "
+                             f"utvm's plan addresses at most {MAX_TENSOR_BYTES:,}",
+                             hint="no board has room for this; check the model's shapes")
 
     meta = _metadata(imported, plan, memory, target_dict, model_hash, alignment, settings)
+    meta.update(tvm_interface.tvm_metadata(meta))  # TVM's keys beside utvm's, for microTVM's templates
     files = {
         metadata.METADATA_FILE: metadata.dumps(meta),
         f"codegen/host/src/{name}_kernels.c": sources.source.encode(),
@@ -125,8 +145,22 @@ def compile_model(
             name, model_hash, memory, plan, alignment, max(alignment, BACKEND_ALIGNMENT)
         ).encode(),
         "codegen/host/include/" + c_sources.support_header()[0]: c_sources.support_header()[1].encode(),
+        # The plan's C includes utvm/model.h; the archive carries it so that any build can take the C.
+        "codegen/host/include/utvm/model.h": (TEMPLATES_DIR / "runtime/include/utvm/model.h").read_bytes(),
+        "codegen/host/include/" + tvm_interface.HEADER: tvm_interface.interface_header(meta).encode(),
+        "codegen/host/src/" + tvm_interface.SOURCE: tvm_interface.interface_source(meta).encode(),
         "src/relax.txt": lowered.script().encode(),
     }
+    if check:
+        source = None
+        if imported.fmt in RUNTIME_NAMES:
+            source = SourceModel(imported.fmt, model, options.get("example_inputs"))
+        library = from_files(Path(output), files)
+        kernel_funcs = [k.prim_func for k in plan.kernels]
+        report = check_archive(
+            library, lowered, kernel_funcs, plan.copy_funcs, source, imported.label, progress
+        )
+        progress(report.summary())
     progress("writing the archive")
     return write_archive(Path(output), files)
 
@@ -161,8 +195,12 @@ def relax_module(
 
 
 def _assign_symbols(plan: ExecutionPlan, prefix: str) -> None:
+    taken: set = set()
+    symbols: dict = {}  # kernels that run the same PrimFunc share its C function
     for kernel in plan.kernels:
-        kernel.function = f"{prefix}_{kernel.prim_func}"
+        if kernel.prim_func not in symbols:
+            symbols[kernel.prim_func] = c_identifier(f"{prefix}_{kernel.prim_func}", taken)
+        kernel.function = symbols[kernel.prim_func]
     count = 0
     for tensor in plan.tensors:
         if tensor.storage == "const" and tensor.root == tensor.id:

@@ -8,6 +8,7 @@ kernel reports a failure.
 from __future__ import annotations
 
 from utvm.project_api.errors import UserError
+from utvm.project_api.mlf import ArchiveError  # noqa: F401  (raised by load(); defined by the reader)
 
 
 class ModelError(UserError):
@@ -16,10 +17,6 @@ class ModelError(UserError):
 
 class TargetError(UserError):
     """A target specification that cannot be understood."""
-
-
-class ArchiveError(UserError):
-    """A Model Library Format archive that is malformed, unsafe, or too new."""
 
 
 class KernelError(RuntimeError):

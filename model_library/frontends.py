@@ -8,13 +8,19 @@ shape, or a model without inputs. TVM and the format packages are imported lazil
 from __future__ import annotations
 
 import hashlib
-import re
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .c_names import c_identifier
 from .errors import ModelError
+from .importer_errors import check_onnx_tensors, check_tflite_operators, run_importer
+from .onnx_legacy import restate_legacy_ops
+
+# utvm's plan and device runtime count a tensor's bytes, and the arena's, in 32 bits.
+MAX_TENSOR_BYTES = 0xFFFFFFFF
 
 FORMATS = ("tflite", "onnx", "relax", "torch")
 _EXTENSIONS = {
@@ -62,13 +68,15 @@ class ImportedModel:
     digest: str  # sha256 of what was imported (model bytes, or the serialised module)
     inputs: list = field(default_factory=list)
     output_names: list = field(default_factory=list)
+    # The output shapes the model file declares, where it declares them (checked against the import).
+    declared_output_shapes: list = field(default_factory=list)
     output_quantization: list = field(default_factory=list)
 
 
 def sanitize_name(name: str) -> str:
     """A C identifier made from `name` (used as the model name and symbol prefix)."""
-    cleaned = re.sub(r"\W", "_", name.strip()).strip("_") or "model"
-    return f"m_{cleaned}" if cleaned[0].isdigit() else cleaned
+    cleaned = c_identifier(name.strip(), prefix="m_").rstrip("_")
+    return cleaned if cleaned not in ("", "m") else "model"
 
 
 def detect_format(path: Path, data: bytes) -> str:
@@ -162,17 +170,29 @@ def _import_tflite(path: Path, data: bytes, name: str, digest: str, input_shapes
         raise ModelError(f"{path}: corrupt or truncated TFLite file ({type(err).__name__}: {err})") from None
     if not inputs:
         raise ModelError(f"{path}: the model has no inputs", hint="utvm compiles models that take an input")
+    check_tflite_operators(model, path)
     from tvm import relax
     from tvm.relax.frontend.tflite import from_tflite
 
     shape_dict = {k: tuple(v) for k, v in (input_shapes or {}).items()} or None
-    mod = _run_importer(path, "TFLite", lambda: from_tflite(model, shape_dict=shape_dict))
+    mod = run_importer(path, "TFLite", lambda: from_tflite(model, shape_dict=shape_dict))
     mod = _bind_detached_params(mod, relax)
     imported = ImportedModel(mod, name, "tflite", str(path), digest)
     imported.inputs = [TensorInfo(n, quantization=q) for n, q in inputs]
     imported.output_names = [n for n, _ in outputs]
     imported.output_quantization = [q for _, q in outputs]
+    imported.declared_output_shapes = _tflite_output_shapes(model)
     return imported
+
+
+def _tflite_output_shapes(model) -> list:
+    """The output shapes the file declares (None where it leaves a dimension open, -1)."""
+    subgraph = model.Subgraphs(0)
+    shapes = []
+    for i in range(subgraph.OutputsLength()):
+        shape = tuple(int(d) for d in subgraph.Tensors(subgraph.Outputs(i)).ShapeAsNumpy())
+        shapes.append(None if any(d < 0 for d in shape) else shape)
+    return shapes
 
 
 def _check_tflite_structure(model, size: int):
@@ -237,6 +257,8 @@ def _import_onnx(path: Path, data: bytes, name: str, digest: str, input_shapes) 
         onnx.checker.check_model(model)
     except Exception as err:  # DecodeError on truncation, ValidationError on a malformed graph
         raise ModelError(f"{path}: corrupt or truncated ONNX file ({type(err).__name__}: {err})") from None
+    check_onnx_tensors(model, path)
+    restate_legacy_ops(model)
     initializers = {init.name for init in model.graph.initializer}
     graph_inputs = [i for i in model.graph.input if i.name not in initializers]
     if not graph_inputs:
@@ -260,7 +282,7 @@ def _import_onnx(path: Path, data: bytes, name: str, digest: str, input_shapes) 
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
-    mod = _run_importer(path, "ONNX", lambda: from_onnx(model, shape_dict=shapes, dtype_dict=dtypes))
+    mod = run_importer(path, "ONNX", lambda: from_onnx(model, shape_dict=shapes, dtype_dict=dtypes))
     mod = _bind_detached_params(mod, relax)
     imported = ImportedModel(mod, name, "onnx", str(path), digest)
     imported.inputs = [TensorInfo(value.name) for value in graph_inputs]
@@ -394,7 +416,7 @@ def _import_torch(model, example_inputs, label: str | None = None) -> ImportedMo
             model = torch.export.export(model.eval(), tuple(example_inputs))
         except Exception as err:
             raise ModelError(f"{label}: torch.export failed ({type(err).__name__}: {err})") from None
-    mod = _run_importer(label, "PyTorch", lambda: from_exported_program(model))
+    mod = run_importer(label, "PyTorch", lambda: from_exported_program(model))
     mod = _bind_detached_params(mod, relax)
     imported = _import_relax(mod, label, sanitize_name(type(model).__name__), _module_digest(mod))
     imported.fmt = "torch"
@@ -402,28 +424,6 @@ def _import_torch(model, example_inputs, label: str | None = None) -> ImportedMo
 
 
 # ---------------------------------------------------------------- checks shared by every format
-
-
-def _run_importer(label, frontend: str, convert):
-    import tvm
-
-    try:
-        return convert()
-    except tvm.error.OpNotImplemented as err:
-        raise ModelError(
-            f"{label}: operator not supported by TVM's {frontend} importer: {_first_line(err)}",
-            hint="replace the operator in the model, or compile with a TVM that implements it",
-        ) from None
-    except Exception as err:
-        raise ModelError(
-            f"{label}: TVM's {frontend} importer failed: {type(err).__name__}: {_first_line(err)}"
-        ) from None
-
-
-def _first_line(err: Exception) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    informative = [line for line in lines if "not supported" in line or "Operator" in line]
-    return (informative or lines or [type(err).__name__])[0]
 
 
 def _check_static(imported: ImportedModel) -> None:
@@ -439,7 +439,14 @@ def _check_static(imported: ImportedModel) -> None:
     ret = main.ret_ty
     ret_types = list(ret.fields) if isinstance(ret, relax.TupleType) else [ret]
     for index, ty in enumerate(ret_types):
-        _static_tensor_type(ty, imported.label, f"output {index}", relax)
+        shape, _ = _static_tensor_type(ty, imported.label, f"output {index}", relax)
+        declared = dict(enumerate(imported.declared_output_shapes)).get(index)
+        if declared is not None and tuple(declared) != shape:
+            raise ModelError(
+                f"{imported.label}: the file declares output {index} with shape {list(declared)}, "
+                f"but its operators compute {list(shape)}",
+                hint="the model file is inconsistent; export it again from its framework",
+            )
 
 
 def _static_tensor_type(ty, label: str, what: str, relax) -> tuple:
@@ -458,4 +465,16 @@ def _static_tensor_type(ty, label: str, what: str, relax) -> tuple:
                 hint="give static input shapes (input_shapes=...)",
             )
         dims.append(int(dim.value))
+    nbytes = math.prod(dims) * max(1, _dtype_bits(str(ty.dtype)) // 8)
+    if nbytes > MAX_TENSOR_BYTES:
+        raise ModelError(
+            f"{label}: {what} of shape {dims} ({ty.dtype}) holds {nbytes:,} bytes; "
+            f"a tensor may hold at most {MAX_TENSOR_BYTES:,} (utvm's plan counts bytes in 32 bits)",
+            hint="check the model's input shapes (input_shapes=...)",
+        )
     return tuple(dims), str(ty.dtype)
+
+
+def _dtype_bits(dtype: str) -> int:
+    digits = "".join(c for c in dtype if c.isdigit())
+    return int(digits) if digits else 8

@@ -20,9 +20,10 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+from utvm.project_api.mlf import INCLUDE_DIR
 
 from .errors import KernelError
-from .library import INCLUDE_DIR, ModelLibrary, load
+from .library import ModelLibrary, load
 
 COMPILE_TIMEOUT_S = 600
 # -Bsymbolic: bind the backend symbols to our own definitions, not to libtvm's copies that an

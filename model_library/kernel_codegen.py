@@ -14,6 +14,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .c_math import map_math_calls
+from .c_names import c_identifier
+
 SUPPORT_HEADER = "utvm_tvm_support.h"
 # What TVM's C host code generator puts at the top of every file; replaced by SUPPORT_HEADER.
 _TVM_PREAMBLE = (
@@ -24,6 +27,14 @@ _TVM_PREAMBLE = (
     '#include "tvm/ffi/c_api.h"',
 )
 _LIBRARY_CTX = "void* __tvm_ffi__library_ctx = NULL;"
+# TVM prints non-finite float immediates as `inff`, `nanf` (float) and `inf`, `nan` (double),
+# which are not C; <math.h>'s INFINITY and NAN are. c_names keeps these words out of identifiers.
+_NON_FINITE = (
+    (re.compile(r"\binff\b"), "INFINITY"),
+    (re.compile(r"\bnanf\b"), "NAN"),
+    (re.compile(r"\binf\b"), "((double)INFINITY)"),
+    (re.compile(r"\bnan\b"), "((double)NAN)"),
+)
 _ALLOC = re.compile(r"(\w+) = .*TVMBackendAllocWorkspace\(\d+, \d+, \(uint64_t\)(\d+)ULL, \d+, \d+\)")
 _FREE = re.compile(r"TVMBackendFreeWorkspace\(\d+, \d+, (\w+)\)")
 
@@ -54,9 +65,9 @@ def generate_kernels(prim_funcs: dict, target: dict, header_name: str, workspace
     mod = tirx.transform.BindTarget(tvm_tgt.with_host(tvm_tgt))(mod)
     with tvm.transform.PassContext(opt_level=3):
         mod = _lowering_passes()(mod)
-        mod = tvm.ir.transform.Sequential([tirx.transform.LowerTVMBuiltin(), tirx.transform.LowerIntrin()])(
-            mod
-        )
+        mod = tvm.ir.transform.Sequential(
+            [tirx.transform.LowerTVMBuiltin(), tirx.transform.LowerIntrin(), map_math_calls()]
+        )(mod)
         runtime_module = tvm.get_global_func("target.build.c")(mod, tvm_tgt)
     raw = runtime_module.inspect_source()
     source = _make_self_contained(raw, header_name)
@@ -113,10 +124,11 @@ def unpacked_api():
     from tvm.ir import PointerType, PrimType
 
     def convert(func):
-        params, decls = [], []
+        params, decls, taken = [], [], set()
         for param in func.params:
             if tirx.is_buffer_var(param):
-                pointer = tirx.Var(param.name, PointerType(PrimType(param.dtype)))
+                # Parameter names come from the model (an ONNX input `gpu_0/data_0`, say).
+                pointer = tirx.Var(c_identifier(param.name, taken), PointerType(PrimType(param.dtype)))
                 params.append(pointer)
                 decls.append(tirx.DeclBuffer(param, data=pointer))
             else:
@@ -138,7 +150,8 @@ def unpacked_api():
 
 
 def _make_self_contained(raw: str, header_name: str) -> str:
-    """Swap TVM's includes for our support header; drop the unused FFI library context."""
+    """Swap TVM's includes for our support header, drop the unused FFI library context, and spell
+    non-finite float constants as C does."""
     lines = raw.splitlines()
     missing = [line for line in _TVM_PREAMBLE if line not in lines]
     if missing:
@@ -155,6 +168,8 @@ def _make_self_contained(raw: str, header_name: str) -> str:
             continue
         out.append(line.rstrip())
     source = "\n".join(out) + "\n"
+    for pattern, replacement in _NON_FINITE:
+        source = pattern.sub(replacement, source)
     leftover = re.findall(r'#include "tvm/[^"]+"', source)
     if leftover or "__tvm_ffi__library_ctx" in source:
         raise RuntimeError(f"TVM's C code still needs TVM headers or its FFI context: {leftover}")
@@ -199,7 +214,8 @@ def _workspace_per_function(source: str, symbols: list, alignment: int) -> dict:
                         top = stack.pop()[1]
                 else:
                     stack[index] = (None, stack[index][1])
-        if "TVMBackendAllocWorkspace(" in source[start:end] and peak == 0:
+        body = source[start:end]
+        if body.count("TVMBackendAllocWorkspace(") != len(_ALLOC.findall(body)):
             raise RuntimeError(f"{symbol}: cannot read the size of a workspace allocation")
         peaks[symbol] = peak
     missing = [s for s in symbols if s not in peaks]

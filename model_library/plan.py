@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .c_names import unique_name
 from .errors import ModelError
 
 
@@ -75,13 +76,7 @@ class _Builder:
 
     def unique(self, name: str, taken: set | None = None) -> str:
         taken = self.names if taken is None else taken
-        base = re.sub(r"[^\w.:-]", "_", name) or "t"
-        candidate, n = base, 1
-        while candidate in taken:
-            candidate = f"{base}_{n}"
-            n += 1
-        taken.add(candidate)
-        return candidate
+        return unique_name(re.sub(r"[^\w.:-]", "_", name) or "t", taken)
 
     def add_tensor(self, name, ty, storage="arena", root=None, data=None) -> int:
         from tvm import relax

@@ -8,6 +8,13 @@ changing any arithmetic (each value is computed by the same expression, in the s
 - move an elementwise epilogue into the loop nest of the reduction that feeds it, after the
   reduction, so its accumulator shrinks to one element (a local variable).
 A step that the schedule refuses is skipped, so the kernel stays correct either way.
+
+`reverse_compute_at` sizes the moved block's loops from the region of the producer it reads, and
+does not check that they still cover the block's own domain. An epilogue over a larger domain than
+the reduction's (a pad to more channels fused with an add, say) loses the iterations that read no
+produced element: those outputs are never written. So an epilogue moves only when its domain is
+the reduction's spatial domain, and a move that leaves any block's iterations short of its domain
+is undone (`covers_domains`).
 """
 
 from __future__ import annotations
@@ -20,10 +27,11 @@ def minimize_workspace(func):
     try:
         sch = s_tir.Schedule(func, error_render_level="none")
         _inline_injective(sch)
-        _fuse_epilogues(sch)
-        return sch.mod["main"].with_attrs(func.attrs) if func.attrs else sch.mod["main"]
+        sch = _fuse_epilogues(sch)
+        result = sch.mod["main"].with_attrs(func.attrs) if func.attrs else sch.mod["main"]
     except Exception:  # a schedule the primitives cannot express: keep TVM's kernel as it is
         return func
+    return result if covers_domains(result) else func
 
 
 def _blocks(sch):
@@ -54,7 +62,8 @@ def _inline_injective(sch) -> None:
                 continue
 
 
-def _fuse_epilogues(sch) -> None:
+def _fuse_epilogues(sch):
+    """Move each reduction's elementwise epilogue into its loop nest; return the schedule."""
     for block in _blocks(sch):
         reduce_vars = _reduction_loop_vars(sch, block)
         if not reduce_vars:
@@ -72,12 +81,60 @@ def _fuse_epilogues(sch) -> None:
                 sch.decompose_reduction(block, loops[len(spatial)])
             except Exception:
                 pass
-        if not spatial or len(consumers) != 1:
+        if not spatial or len(consumers) != 1 or not _same_spatial_domain(sch, block, consumers[0]):
             continue
+        trial = sch.copy()  # the copy keeps the handles valid, so the loop goes on over it
         try:  # after the reduction, inside its innermost spatial loop: the accumulator is complete
-            sch.reverse_compute_at(consumers[0], spatial[-1], preserve_unit_loops=True)
+            trial.reverse_compute_at(consumers[0], spatial[-1], preserve_unit_loops=True)
         except Exception:
             continue
+        if covers_domains(trial.mod["main"]):
+            sch = trial
+    return sch
+
+
+def _same_spatial_domain(sch, producer, consumer) -> bool:
+    """True if `consumer` iterates over exactly the producer's spatial (non-reduction) domain."""
+    spatial = [int(iv.dom.extent) for iv in sch.get(producer).iter_vars if int(iv.iter_type) == 0]
+    consumer_iters = sch.get(consumer).iter_vars
+    if any(int(iv.iter_type) != 0 for iv in consumer_iters):
+        return False
+    return [int(iv.dom.extent) for iv in consumer_iters] == spatial
+
+
+def covers_domains(func) -> bool:
+    """True if every block of `func` runs exactly once per point of its iteration domain.
+
+    A block under loops whose extents multiply to its domain's size, with a trivially true
+    predicate, computes every point of its domain (its bindings are affine, as every schedule
+    primitive keeps them). A block that runs fewer times has lost iterations.
+    """
+    return _covers(func.body, 1)
+
+
+def _covers(stmt, runs: int) -> bool:
+    from tvm import tirx
+
+    if stmt is None:
+        return True
+    if isinstance(stmt, tirx.For):
+        return _covers(stmt.body, runs * int(stmt.extent))
+    if hasattr(stmt, "iter_values") and hasattr(stmt, "block"):  # SBlockRealize
+        block = stmt.block
+        size = 1
+        for iv in block.iter_vars:
+            size *= int(iv.dom.extent)
+        trivially_true = isinstance(stmt.predicate, tirx.IntImm) and int(stmt.predicate) == 1
+        if block.iter_vars and (runs != size or not trivially_true):
+            return False
+        # A nested block runs once per instance of this one: count its loops afresh.
+        return _covers(block.body, 1) and _covers(getattr(block, "init", None), 1)
+    if isinstance(stmt, tirx.SeqStmt):
+        return all(_covers(child, runs) for child in stmt.seq)
+    if isinstance(stmt, tirx.IfThenElse):
+        return _covers(stmt.then_case, runs) and _covers(stmt.else_case, runs)
+    body = getattr(stmt, "body", None)
+    return _covers(body, runs) if isinstance(body, tirx.Stmt) else True
 
 
 def _reduction_loop_vars(sch, block) -> list:

@@ -17,7 +17,6 @@ import json
 import os
 import pathlib
 import selectors
-import signal
 import subprocess
 import sys
 import threading
@@ -25,22 +24,17 @@ import time
 import weakref
 from typing import Any, Dict, List, Mapping, Optional
 
-from .errors import ProjectAPIError
-from .options import validate_options
-from .output_pump import OutputPump
-from .server import (
-    PROTOCOL_VERSION,
+from .child_process import describe_exit, kill_process_group, stop_process_group
+from .errors import (
     IoTimeoutError,
-    ProjectOption,
+    ProjectAPIError,
     ServerError,
     TransportClosedError,
     UnsupportedTVMVersionError,
-    b85decode,
-    b85encode,
 )
-
-SERVER_SCRIPT = "microtvm_api_server.py"
-LAUNCH_SCRIPT = "launch_microtvm_api_server.sh"
+from .options import ProjectOption, validate_options
+from .output_pump import OutputPump
+from .wire import LAUNCH_SCRIPT, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, SERVER_SCRIPT, b85decode, b85encode
 
 # Deadlines per method, in seconds. Build and flash run real toolchains and can be slow.
 DEFAULT_TIMEOUTS: Dict[str, float] = {
@@ -58,7 +52,7 @@ DEFAULT_TRANSPORT_TIMEOUT = 300.0
 TRANSPORT_MARGIN_SEC = 30.0
 TRANSPORT_SEC_PER_MIB = 2.0
 # Longest reply accepted; a 16 MiB read_transport is about 21 MB of base85.
-MAX_REPLY_BYTES = 64 << 20
+MAX_REPLY_BYTES = MAX_MESSAGE_BYTES
 STDERR_TAIL_LINES = 20
 STDERR_TAIL_BYTES = 8192
 # How long close() lets the server exit on its own before stopping it.
@@ -208,43 +202,10 @@ class _Channel:
             self.read_fd = None
 
 
-def _stop_process(proc: subprocess.Popen, grace: float) -> None:
-    """SIGTERM the server's process group, then SIGKILL it if it is still there after grace seconds."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            proc.send_signal(sig)
-        try:
-            proc.wait(grace)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-
-
-def _kill_leftovers(proc: subprocess.Popen) -> None:
-    """SIGKILL what remains of a failed server's process group (children it left running)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def _reap(proc: subprocess.Popen, channel: _Channel) -> None:
     # Runs if a client is dropped without close(): never leave a server process behind.
-    _stop_process(proc, 1.0)
+    stop_process_group(proc, 1.0)
     channel.close()
-
-
-def _describe_exit(code: Optional[int]) -> str:
-    if code is not None and code < 0:
-        try:
-            return f"exit code {code}, killed by {signal.Signals(-code).name}"
-        except ValueError:
-            pass
-    return f"exit code {code}"
 
 
 def _installed_tvm_version() -> str:
@@ -293,11 +254,14 @@ class ProjectAPIClient:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._broken: Optional[str] = None
-        args = self._command(debug)
+        args = self._command()
 
         to_server_r, to_server_w = (_above_stdio(fd) for fd in os.pipe())
         from_server_r, from_server_w = (_above_stdio(fd) for fd in os.pipe())
         args += ["--read-fd", str(to_server_r), "--write-fd", str(from_server_w)]
+        if debug:
+            # Last, as TVM's client puts it: TVM's launch scripts pass on only their first five arguments.
+            args.append("--debug")
         child_env = dict(os.environ if env is None else env)
         child_env.setdefault("PYTHONUNBUFFERED", "1")  # so server logs show up as they happen
         try:
@@ -335,7 +299,7 @@ class ProjectAPIClient:
         """The last lines the server wrote to its stderr (at most STDERR_TAIL_LINES)."""
         return self._pumps[1].tail_lines(STDERR_TAIL_LINES)
 
-    def _command(self, debug: bool) -> List[str]:
+    def _command(self) -> List[str]:
         script = self.directory / SERVER_SCRIPT
         if not self.directory.is_dir():
             raise ServerLaunchError(f"{self.directory} is not a directory")
@@ -350,8 +314,6 @@ class ProjectAPIClient:
             args.append(str(script))
         else:
             args = [sys.executable, str(script)]
-        if debug:
-            args.append("--debug")
         return args
 
     # ----- lifecycle -----
@@ -374,7 +336,7 @@ class ProjectAPIClient:
         try:
             self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            _stop_process(self._proc, 2.0)
+            stop_process_group(self._proc, 2.0)
         self._channel.close()
         for pump in self._pumps:
             pump.join(1.0)
@@ -441,10 +403,10 @@ class ProjectAPIClient:
             except subprocess.TimeoutExpired:
                 pass
         was_running = self._proc.poll() is None
-        _stop_process(self._proc, 2.0)
-        _kill_leftovers(self._proc)  # they may hold its stderr open, and nothing will talk to them
+        stop_process_group(self._proc, 2.0)
+        kill_process_group(self._proc)  # its children may hold its stderr open, and nothing will talk to them
         self._pumps[1].join(2.0)
-        status = _describe_exit(self._proc.returncode)
+        status = describe_exit(self._proc.returncode, "server")
         status = f"stopped it: {status}" if was_running else status
         self._broken = f"it {what}"
         tail = self.stderr_tail()

@@ -1,19 +1,75 @@
-"""Project options: validation and coercion by declared type, before a call leaves the client.
+"""Project options: the schema a server declares, and validation and coercion by declared type.
 
-Names are strict (an unknown name is an error that lists the valid ones). Sending is lenient:
-every option the user gives goes to the server, as in microTVM, plus the declared defaults of
-the options the method takes.
+The client validates before a call leaves it. Names are strict (an unknown name is an error that
+lists the valid ones). Sending is lenient: every option the user gives goes to the server, as in
+microTVM, plus the declared defaults of the options the method takes. The server base coerces
+what arrives with the same code, so a template never sees ``verbose="yes please"``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from .errors import UserError
-from .server import ProjectOption
+from .wire import OPTION_METHODS
 
-METHODS_WITH_OPTIONS = ("generate_project", "build", "flash", "open_transport")
+OPTION_TYPES = ("bool", "int", "float", "str")
+
+
+@dataclasses.dataclass
+class ProjectOption:
+    """One project option, as reported by server_info_query.
+
+    ``required`` and ``optional`` list the methods (``generate_project``, ``build``, ``flash``,
+    ``open_transport``, or a ``utvm_`` extension) that need or accept the option.
+    """
+
+    name: str
+    type: str
+    choices: Optional[List[Any]] = None
+    default: Any = None
+    required: List[str] = dataclasses.field(default_factory=list)
+    optional: List[str] = dataclasses.field(default_factory=list)
+    help: str = ""
+
+    def __post_init__(self):
+        if self.type not in OPTION_TYPES:
+            raise ValueError(f"option {self.name!r}: type must be one of {OPTION_TYPES}, not {self.type!r}")
+        self.required = list(self.required or [])
+        self.optional = list(self.optional or [])
+        if self.choices is not None:
+            self.choices = list(self.choices)
+
+    @property
+    def methods(self) -> List[str]:
+        """The methods that take this option, required ones first."""
+        return self.required + [m for m in self.optional if m not in self.required]
+
+    def to_json(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Dict[str, Any]) -> ProjectOption:
+        """Read an option from a server's reply; fields a version-1 server may leave out get defaults."""
+        return cls(
+            name=data["name"],
+            type=data.get("type") or "str",
+            choices=data.get("choices"),
+            default=data.get("default"),
+            required=data.get("required") or [],
+            optional=data.get("optional") or [],
+            help=data.get("help") or "",
+        )
+
+
+class PreparedOptions(dict):
+    """Options already validated and coerced for one method: validating them again is a no-op."""
+
+    def __init__(self, method: str, values: Mapping[str, Any]):
+        super().__init__(values)
+        self.method = method
 
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
@@ -93,12 +149,15 @@ def _unknown_name_error(name: str, valid: Sequence[str]) -> OptionError:
 
 def validate_options(
     schema: Iterable[ProjectOption], method: str, given: Optional[Mapping[str, Any]]
-) -> Dict[str, Any]:
+) -> PreparedOptions:
     """Check and coerce the options given for method; return what to send to the server.
 
     Raises OptionError for an unknown name, a value of the wrong type, a bad choice, or a
     required option that is neither given nor defaulted. A value of None counts as not given.
+    Options prepared for this method already are returned as they are.
     """
+    if isinstance(given, PreparedOptions) and given.method == method:
+        return given
     by_name = {o.name: o for o in schema}
     given = {k: v for k, v in (given or {}).items() if v is not None}
     for name in given:
@@ -118,7 +177,7 @@ def validate_options(
     for option in by_name.values():
         if option.name not in result and option.default is not None and method in option.methods:
             result[option.name] = option.default
-    return result
+    return PreparedOptions(method, result)
 
 
 def parse_option_args(pairs: Optional[Iterable[str]]) -> Dict[str, str]:
@@ -150,7 +209,7 @@ def _describe_one(option: ProjectOption, method: str) -> List[str]:
 def describe_options(schema: Iterable[ProjectOption], first: Optional[str] = None) -> str:
     """Options grouped by the method that takes them, each with type, choices, default and help."""
     schema = list(schema)
-    methods = list(METHODS_WITH_OPTIONS)
+    methods = list(OPTION_METHODS)
     for option in schema:
         methods += [m for m in option.methods if m not in methods]
     if first in methods:

@@ -1,198 +1,51 @@
-"""Server side of the Project API, wire protocol version 1 (see docs/project-api.md).
+"""The server base of the Project API: the handler a template implements, and the JSON-RPC loop.
 
 A template's ``microtvm_api_server.py`` subclasses :class:`ProjectAPIHandler` and calls
-:func:`main`. This module uses the standard library only and runs under any Python 3.9+, because
-a generated project carries a copy of it (as ``utvm_project_server.py``) and must keep working
-without utvm installed.
+:func:`main`. The channel is the pair of pipe file descriptors given by ``--read-fd`` /
+``--write-fd``; stdout and stderr are free for logs and build-tool output. The descriptors are
+made non-inheritable, so no process a handler spawns can write into the channel or keep it open
+after the server exits.
 
-The channel is the pair of pipe file descriptors given by ``--read-fd`` / ``--write-fd``; stdout
-and stderr are free for logs and build-tool output. The descriptors are made non-inheritable, so
-no process a handler spawns can write into the channel or keep it open after the server exits.
+The base does for every template what the protocol promises (docs/project-api.md): it checks each
+request's params, merges options (declared defaults, then the options the project was generated
+with, then the call's own) and coerces them by their declared types for the version-1 methods and
+for extensions alike, writes the project record after ``generate_project``, and turns a handler's
+exception into an error reply that carries its class name, its hint and its traceback.
+
+Standard library only: generated projects carry this module.
 """
 
 from __future__ import annotations
 
 import abc
-import base64
 import dataclasses
 import inspect
 import json
 import logging
+import math
 import os
 import pathlib
-import shutil
 import sys
 import traceback
 from typing import Any, Dict, List, Optional
 
-PROTOCOL_VERSION = 1
-
-# Written into a generated project by the server base: the platform and the options it was made with.
-PROJECT_FILE = "utvm-project.json"
-# File name of the server base's copy inside a generated project.
-SERVER_BASE_FILE = "utvm_project_server.py"
-# Methods a handler adds beyond version 1 must start with this prefix.
-EXTENSION_PREFIX = "utvm_"
-# Longest request line the server accepts (a 16 MiB write_transport is about 21 MB of base85).
-MAX_REQUEST_BYTES = 64 << 20
-
-OPTION_TYPES = ("bool", "int", "float", "str")
+from . import record as project_record
+from .errors import UserError
+from .floor_copy import FLOOR_PACKAGE, copy_floor
+from .options import ProjectOption, coerce_value
+from .wire import (
+    EXTENSION_PREFIX,
+    MAX_MESSAGE_BYTES,
+    METHOD_PARAMS,
+    OPTION_METHODS,
+    PROTOCOL_VERSION,
+    ErrorCode,
+    b85decode,
+    b85encode,
+    param_problem,
+)
 
 _LOG = logging.getLogger("utvm.server")
-
-
-# Base85 with the RFC 1924 alphabet, producing exactly what base64.b85encode does. The standard
-# library codec takes seconds for a 16 MiB payload, so large payloads use numpy when it is there.
-_ALPHABET = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&()*+-;<=>?@^_`{|}~"
-# Below this size numpy's import and set-up cost more than they save.
-_NUMPY_THRESHOLD = 64 << 10
-
-
-def _numpy_for(size: int):
-    # Optional: the server base must run on a bare Python, where the standard codec is used.
-    if size < _NUMPY_THRESHOLD:
-        return None
-    try:
-        import numpy
-    except ImportError:
-        return None
-    return numpy
-
-
-def b85encode(data: bytes) -> str:
-    """Base85-encode data without padding, exactly as base64.b85encode(data) does."""
-    np = _numpy_for(len(data))
-    if np is None:
-        return base64.b85encode(data).decode("ascii")
-    padding = -len(data) % 4
-    words = np.frombuffer(bytes(data) + b"\0" * padding, dtype=">u4").astype(np.uint64)
-    digits = np.empty((words.size, 5), dtype=np.uint8)
-    for position in range(4, -1, -1):
-        digits[:, position] = words % 85
-        words //= 85
-    text = np.frombuffer(_ALPHABET, dtype=np.uint8)[digits].tobytes()
-    return text[: len(text) - padding].decode("ascii")
-
-
-def b85decode(text: str) -> bytes:
-    """Decode base85 text as base64.b85decode does; raises ValueError on a bad character or hunk."""
-    np = _numpy_for(len(text))
-    if np is None:
-        return base64.b85decode(text)
-    raw = text.encode("ascii") if isinstance(text, str) else bytes(text)
-    padding = -len(raw) % 5
-    table = np.full(256, 255, dtype=np.uint8)
-    table[np.frombuffer(_ALPHABET, dtype=np.uint8)] = np.arange(85, dtype=np.uint8)
-    digits = table[np.frombuffer(raw + b"~" * padding, dtype=np.uint8)].reshape(-1, 5)
-    if (digits == 255).any():
-        bad = int(np.argmax(digits.reshape(-1) == 255))
-        raise ValueError(f"bad base85 character at position {bad}")
-    acc = np.zeros(digits.shape[0], dtype=np.uint64)
-    for position in range(5):
-        acc = acc * 85 + digits[:, position]
-    if (acc > 0xFFFFFFFF).any():
-        hunk = int(np.argmax(acc > 0xFFFFFFFF))
-        raise ValueError(f"base85 overflow in hunk starting at byte {hunk * 5}")
-    result = acc.astype(">u4").tobytes()
-    return result[: len(result) - padding]
-
-
-class ErrorCode:
-    """JSON-RPC 2.0 error codes used by the protocol."""
-
-    PARSE_ERROR = -32700
-    INVALID_REQUEST = -32600
-    METHOD_NOT_FOUND = -32601
-    INVALID_PARAMS = -32602
-    INTERNAL_ERROR = -32603
-    SERVER_ERROR = -32000
-
-
-class ServerError(Exception):
-    """Base class of the errors a handler raises on purpose; the client re-raises them by name."""
-
-
-class IoTimeoutError(ServerError):
-    """read_transport got no byte before its timeout (or write_transport could not finish in time)."""
-
-
-class TransportClosedError(ServerError):
-    """The transport reached end-of-file, or is not open."""
-
-
-class UnsupportedTVMVersionError(ServerError):
-    """The client's TVM version is one this server does not support."""
-
-
-class BuildError(ServerError):
-    """The project's build tool or compiler failed; its output is in the server's output."""
-
-
-class ProjectStateError(ServerError):
-    """A method was called on a project that is not ready for it (not built, wrong project type)."""
-
-
-def log_step(options: Dict[str, Any], platform_name: str, text: str) -> None:
-    """Print one step of a handler's work on the server's stdout (a log, not the channel) when the
-    call's ``verbose`` option is set."""
-    if options.get("verbose"):
-        print(f"{platform_name}: {text}", flush=True)
-
-
-class _RequestError(Exception):
-    """A request the server must answer with a JSON-RPC protocol error (not a handler error)."""
-
-    def __init__(self, code: int, message: str, request_id=None):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.request_id = request_id
-
-
-@dataclasses.dataclass
-class ProjectOption:
-    """One project option, as reported by server_info_query.
-
-    ``required`` and ``optional`` list the methods (``generate_project``, ``build``, ``flash``,
-    ``open_transport``) that need or accept the option.
-    """
-
-    name: str
-    type: str
-    choices: Optional[List[Any]] = None
-    default: Any = None
-    required: List[str] = dataclasses.field(default_factory=list)
-    optional: List[str] = dataclasses.field(default_factory=list)
-    help: str = ""
-
-    def __post_init__(self):
-        if self.type not in OPTION_TYPES:
-            raise ValueError(f"option {self.name!r}: type must be one of {OPTION_TYPES}, not {self.type!r}")
-        self.required = list(self.required or [])
-        self.optional = list(self.optional or [])
-        if self.choices is not None:
-            self.choices = list(self.choices)
-
-    @property
-    def methods(self) -> List[str]:
-        """The methods that take this option, required ones first."""
-        return self.required + [m for m in self.optional if m not in self.required]
-
-    def to_json(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Dict[str, Any]) -> ProjectOption:
-        """Read an option from a server's reply; fields a version-1 server may leave out get defaults."""
-        return cls(
-            name=data["name"],
-            type=data.get("type") or "str",
-            choices=data.get("choices"),
-            default=data.get("default"),
-            required=data.get("required") or [],
-            optional=data.get("optional") or [],
-            help=data.get("help") or "",
-        )
 
 
 @dataclasses.dataclass
@@ -224,13 +77,89 @@ class TransportTimeouts:
     session_established_timeout_sec: float
 
 
+@dataclasses.dataclass
+class GeneratedProject:
+    """What a handler's generate_project may return: facts the server base records in the project
+    (see record.ProjectRecord). ``archive`` is the project's MLF copy, relative to the project."""
+
+    board: Optional[Dict[str, Any]] = None
+    archive: Optional[str] = None
+
+
+class ProjectAPIHandler(abc.ABC):
+    """What a template implements. The server base validates requests and calls these methods.
+
+    Options arrive complete and coerced: the declared defaults, overlaid by the options saved in a
+    generated project, overlaid by the options of the call. Raise errors.ServerError subclasses
+    (or any exception) to fail a call; the client gets the exception's class name and traceback,
+    and a UserError's message, hint and exit code.
+
+    Extra methods whose names start with ``utvm_`` are served too and listed in
+    server_info_query's ``utvm_extensions``; their params are passed by name, and a param named
+    ``options`` gets the same merging and coercion as the version-1 methods' options.
+    """
+
+    @abc.abstractmethod
+    def server_info_query(self, tvm_version: Optional[str]) -> ServerInfo:
+        """Describe the platform, whether this is a template, and the project options. Called for
+        every request that needs the option schema, so it must be cheap and have no side effect."""
+
+    @abc.abstractmethod
+    def generate_project(
+        self,
+        model_library_format_path: pathlib.Path,
+        standalone_crt_dir: Optional[pathlib.Path],
+        project_dir: pathlib.Path,
+        options: Dict[str, Any],
+    ) -> Optional[GeneratedProject]:
+        """Create project_dir (absolute; it does not exist yet) from the MLF archive, with a copy of
+        the server in it. Check everything that can be checked (the board, the model's fit) before
+        writing anything. May return a GeneratedProject with the resolved board record and the
+        archive copy's path, which the base saves in the project record with the options."""
+
+    @abc.abstractmethod
+    def build(self, options: Dict[str, Any]) -> None:
+        """Build the generated project in the server's directory; raise BuildError on failure."""
+
+    @abc.abstractmethod
+    def flash(self, options: Dict[str, Any]) -> None:
+        """Put the built firmware on the device (nothing, for a board that loads at open)."""
+
+    @abc.abstractmethod
+    def open_transport(self, options: Dict[str, Any]) -> TransportTimeouts:
+        """Open the byte channel to the device (starting an emulator or a process if need be)."""
+
+    @abc.abstractmethod
+    def close_transport(self) -> None:
+        """Close the byte channel and stop whatever open_transport started; closing a closed
+        transport is not an error."""
+
+    @abc.abstractmethod
+    def read_transport(self, n: int, timeout_sec: Optional[float]) -> bytes:
+        """Return 1..n bytes; raise IoTimeoutError if none arrive in time (a None timeout_sec
+        still has a deadline of the handler's choosing), TransportClosedError at end of file."""
+
+    @abc.abstractmethod
+    def write_transport(self, data: bytes, timeout_sec: Optional[float]) -> None:
+        """Write all of data, or raise IoTimeoutError / TransportClosedError."""
+
+
+class _RequestError(Exception):
+    """A request the server must answer with a JSON-RPC protocol error (not a handler error)."""
+
+    def __init__(self, code: int, message: str, request_id=None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
 
 def _error_data(e: Exception) -> dict:
     """The ``data`` of a server-error reply: the traceback, plus a user error's parts when it has them.
 
-    An exception with ``message``/``hint``/``exit_code`` attributes (utvm's UserError, duck-typed so
-    this module stays standard-library only) keeps them apart, so the client can show the hint once
-    and exit with the same code as a local error would.
+    An exception with ``message``/``hint``/``exit_code`` attributes (a UserError, or any exception
+    shaped like one) keeps them apart, so the client can show the hint once and exit with the same
+    code as a local error would.
     """
     data = {"traceback": traceback.format_exc(), "detail": str(e)}
     message, hint, exit_code = (getattr(e, k, None) for k in ("message", "hint", "exit_code"))
@@ -240,147 +169,6 @@ def _error_data(e: Exception) -> dict:
         data["exit_code"] = exit_code
     return data
 
-class ProjectAPIHandler(abc.ABC):
-    """What a template implements. The server base validates requests and calls these methods.
-
-    Options arrive complete: the declared defaults, overlaid by the options saved in a generated
-    project, overlaid by the options of the call. Raise :class:`ServerError` subclasses (or any
-    exception) to fail a call; the client gets the exception's class name and traceback.
-
-    Extra methods whose names start with ``utvm_`` are served too and listed in
-    server_info_query's ``utvm_extensions``; their params are passed by name.
-    """
-
-    @abc.abstractmethod
-    def server_info_query(self, tvm_version: Optional[str]) -> ServerInfo:
-        """Describe the platform, whether this is a template, and the project options."""
-
-    @abc.abstractmethod
-    def generate_project(
-        self,
-        model_library_format_path: pathlib.Path,
-        standalone_crt_dir: Optional[pathlib.Path],
-        project_dir: pathlib.Path,
-        options: Dict[str, Any],
-    ) -> None:
-        """Create project_dir (which does not exist yet) from the MLF archive."""
-
-    @abc.abstractmethod
-    def build(self, options: Dict[str, Any]) -> None:
-        """Build the generated project in the server's directory."""
-
-    @abc.abstractmethod
-    def flash(self, options: Dict[str, Any]) -> None:
-        """Put the built firmware on the device."""
-
-    @abc.abstractmethod
-    def open_transport(self, options: Dict[str, Any]) -> TransportTimeouts:
-        """Open the byte channel to the device."""
-
-    @abc.abstractmethod
-    def close_transport(self) -> None:
-        """Close the byte channel; closing a closed transport is not an error."""
-
-    @abc.abstractmethod
-    def read_transport(self, n: int, timeout_sec: Optional[float]) -> bytes:
-        """Return 1..n bytes; raise IoTimeoutError if none arrive in time, TransportClosedError at EOF."""
-
-    @abc.abstractmethod
-    def write_transport(self, data: bytes, timeout_sec: Optional[float]) -> None:
-        """Write all of data, or raise IoTimeoutError / TransportClosedError."""
-
-
-# Params of the version-1 methods: name -> (accepted JSON types, required).
-_NUMBER = (int, float, type(None))
-_METHOD_PARAMS: Dict[str, Dict[str, Any]] = {
-    # Some microTVM clients sent no tvm_version; accept that.
-    "server_info_query": {"tvm_version": ((str, type(None)), False)},
-    "generate_project": {
-        "model_library_format_path": ((str,), True),
-        "standalone_crt_dir": ((str, type(None)), False),
-        "project_dir": ((str,), True),
-        "options": ((dict,), True),
-    },
-    "build": {"options": ((dict,), True)},
-    "flash": {"options": ((dict,), True)},
-    "open_transport": {"options": ((dict,), True)},
-    "close_transport": {},
-    "read_transport": {"n": ((int,), True), "timeout_sec": (_NUMBER, False)},
-    "write_transport": {"data": ((str,), True), "timeout_sec": (_NUMBER, False)},
-}
-_OPTION_METHODS = ("generate_project", "build", "flash", "open_transport")
-
-
-def _check_params(method: str, params: Dict[str, Any]) -> None:
-    spec = _METHOD_PARAMS[method]
-    unknown = sorted(set(params) - set(spec))
-    if unknown:
-        raise _RequestError(ErrorCode.INVALID_PARAMS, f"{method}: unknown params {unknown}")
-    for name, (types, required) in spec.items():
-        if name not in params:
-            if required:
-                raise _RequestError(ErrorCode.INVALID_PARAMS, f"{method}: missing param {name!r}")
-            continue
-        value = params[name]
-        # bool is an int in Python but not a number in this protocol.
-        if isinstance(value, bool) or not isinstance(value, types):
-            raise _RequestError(
-                ErrorCode.INVALID_PARAMS,
-                f"{method}: param {name!r} must be {'/'.join(t.__name__ for t in types)}, "
-                f"not {type(value).__name__}",
-            )
-    if method == "read_transport" and params["n"] <= 0:
-        raise _RequestError(ErrorCode.INVALID_PARAMS, "read_transport: n must be positive")
-    timeout = params.get("timeout_sec")
-    if timeout is not None and timeout < 0:
-        raise _RequestError(ErrorCode.INVALID_PARAMS, f"{method}: timeout_sec must not be negative")
-
-
-def template_server_info(
-    server_dir, platform_name: str, project_options: List[ProjectOption], model_file: str = "model.tar"
-) -> ServerInfo:
-    """The server_info_query reply of a template that copies itself into the projects it makes:
-    a template until a project file is beside the server, then a project whose MLF copy is
-    ``model_file`` in ``server_dir``."""
-    server_dir = pathlib.Path(server_dir)
-    generated = is_generated_project(server_dir)
-    return ServerInfo(
-        platform_name=platform_name,
-        is_template=not generated,
-        model_library_format_path=str(server_dir / model_file) if generated else None,
-        project_options=project_options,
-    )
-
-
-def load_project_file(directory) -> Optional[Dict[str, Any]]:
-    """The saved platform and options of the generated project in directory, or None for a template."""
-    path = pathlib.Path(directory) / PROJECT_FILE
-    if not path.is_file():
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def is_generated_project(directory) -> bool:
-    """True when directory is a project generated through this server base."""
-    return (pathlib.Path(directory) / PROJECT_FILE).is_file()
-
-
-def copy_server_base(project_dir) -> pathlib.Path:
-    """Copy this module into project_dir as utvm_project_server.py, so the project needs no utvm."""
-    dest = pathlib.Path(project_dir) / SERVER_BASE_FILE
-    if pathlib.Path(__file__).resolve() != dest.resolve():
-        shutil.copyfile(__file__, dest)
-    return dest
-
-
-def _save_project_file(project_dir: pathlib.Path, platform_name: str, options: Dict[str, Any]) -> None:
-    project_dir.mkdir(parents=True, exist_ok=True)
-    record = {"protocol_version": PROTOCOL_VERSION, "platform_name": platform_name, "options": options}
-    with open(project_dir / PROJECT_FILE, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2, sort_keys=True)
-        f.write("\n")
-
 
 class ProjectAPIServer:
     """Reads requests from one pipe, calls the handler, writes replies to the other."""
@@ -389,11 +177,10 @@ class ProjectAPIServer:
         self._read_file = read_file
         self._write_file = write_file
         self._handler = handler
-        self._server_dir = pathlib.Path(server_dir or os.getcwd())
+        self.server_dir = pathlib.Path(server_dir or os.getcwd())
         self._tvm_version: Optional[str] = None
-        self._info: Optional[ServerInfo] = None
-        project = load_project_file(self._server_dir)
-        self._saved_options: Dict[str, Any] = dict(project.get("options") or {}) if project else {}
+        saved = project_record.read_record(self.server_dir)
+        self._saved_options: Dict[str, Any] = dict(saved.options) if saved else {}
 
     def extensions(self) -> List[str]:
         """Names of the handler's utvm_* extension methods."""
@@ -410,14 +197,13 @@ class ProjectAPIServer:
 
     def serve_one(self) -> bool:
         """Serve one request; False once the channel is closed."""
-        line = self._read_file.readline(MAX_REQUEST_BYTES + 1)
+        line = self._read_file.readline(MAX_MESSAGE_BYTES + 1)
         if not line:
             return False
-        if len(line) > MAX_REQUEST_BYTES and not line.endswith(b"\n"):
+        if len(line) > MAX_MESSAGE_BYTES and not line.endswith(b"\n"):
             self._discard_rest_of_line()
-            self._reply_error(
-                None, ErrorCode.INVALID_REQUEST, f"request longer than {MAX_REQUEST_BYTES} bytes"
-            )
+            self._reply_error(None, ErrorCode.INVALID_REQUEST,
+                              f"request longer than {MAX_MESSAGE_BYTES} bytes")
             return True
         if not line.strip():
             return True
@@ -432,12 +218,7 @@ class ProjectAPIServer:
             self._reply_error(request_id, e.code, e.message)
         except Exception as e:  # any handler failure becomes a server-error reply
             _LOG.debug("handler raised %s", type(e).__name__, exc_info=True)
-            self._reply_error(
-                request_id,
-                ErrorCode.SERVER_ERROR,
-                type(e).__name__,
-                _error_data(e),
-            )
+            self._reply_error(request_id, ErrorCode.SERVER_ERROR, type(e).__name__, _error_data(e))
         else:
             self._reply(request_id, {"result": result})
         return True
@@ -454,11 +235,16 @@ class ProjectAPIServer:
             request = json.loads(line.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
             raise _RequestError(ErrorCode.PARSE_ERROR, f"parse error: {e}") from None
+        except RecursionError:
+            raise _RequestError(ErrorCode.PARSE_ERROR, "parse error: nested too deeply") from None
         if not isinstance(request, dict):
             raise _RequestError(ErrorCode.INVALID_REQUEST, "a request must be a JSON object")
         request_id = request.get("id")
         if isinstance(request_id, bool) or not isinstance(request_id, (int, float, str, type(None))):
             raise _RequestError(ErrorCode.INVALID_REQUEST, "id must be a number, a string or null")
+        if isinstance(request_id, float) and not math.isfinite(request_id):
+            # NaN and Infinity are not JSON: such an id could not be echoed in a valid reply.
+            raise _RequestError(ErrorCode.INVALID_REQUEST, "id must be a finite number, a string or null")
         if "id" not in request:
             raise _RequestError(ErrorCode.INVALID_REQUEST, "a request needs an id (no notifications)")
         if request.get("jsonrpc") != "2.0":
@@ -472,11 +258,22 @@ class ProjectAPIServer:
         return request_id, method, params
 
     def _dispatch(self, method: str, params: Dict[str, Any]) -> Any:
-        if method in _METHOD_PARAMS:
-            _check_params(method, params)
+        if method in METHOD_PARAMS:
+            problem = param_problem(method, params)
+            if problem:
+                raise _RequestError(ErrorCode.INVALID_PARAMS, problem)
+            if method in OPTION_METHODS:
+                params = dict(params, options=self._full_options(
+                    method, params["options"], with_saved=method != "generate_project"))
             return getattr(self, "_call_" + method)(**params)
         if method.startswith(EXTENSION_PREFIX) and method in self.extensions():
             func = getattr(self._handler, method)
+            if "options" in inspect.signature(func).parameters:
+                # Merged and coerced as the version-1 methods' options are, given or not.
+                given = params.get("options") or {}
+                if not isinstance(given, dict):
+                    raise _RequestError(ErrorCode.INVALID_PARAMS, f"{method}: options must be an object")
+                params = dict(params, options=self._full_options(method, given))
             try:
                 inspect.signature(func).bind(**params)
             except TypeError as e:
@@ -484,23 +281,28 @@ class ProjectAPIServer:
             return func(**params)
         raise _RequestError(ErrorCode.METHOD_NOT_FOUND, f"method not found: {method}")
 
-    def _server_info(self) -> ServerInfo:
-        if self._info is None:
-            self._info = self._handler.server_info_query(self._tvm_version)
-        return self._info
+    def _schema(self) -> List[ProjectOption]:
+        return self._handler.server_info_query(self._tvm_version).project_options
 
-    def _full_options(self, given: Dict[str, Any], with_saved: bool = True) -> Dict[str, Any]:
-        """Declared defaults, then the project's saved options, then the call's own."""
-        options = {o.name: o.default for o in self._server_info().project_options if o.default is not None}
+    def _full_options(self, method: str, given: Dict[str, Any], with_saved: bool = True) -> Dict[str, Any]:
+        """Declared defaults, then the project's saved options, then the call's own, each coerced
+        by its declared type. An unknown name or a bad value is a UserError naming it."""
+        schema = {o.name: o for o in self._schema()}
+        options = {name: o.default for name, o in schema.items() if o.default is not None}
         if with_saved:
             options.update(self._saved_options)
-        options.update(given)
+        options.update({k: v for k, v in given.items() if v is not None})
+        for name, value in options.items():
+            if name in schema:
+                options[name] = coerce_value(schema[name], value)
+            elif name in given:
+                raise UserError(f"{method}: unknown option {name!r}",
+                                hint=f"valid options: {', '.join(sorted(schema)) or '(none)'}")
         return options
 
     def _call_server_info_query(self, tvm_version=None):
         self._tvm_version = tvm_version
-        self._info = self._handler.server_info_query(tvm_version)
-        reply = self._info.to_json()
+        reply = self._handler.server_info_query(tvm_version).to_json()
         # A generated project reports the options it was made with as their defaults.
         for option in reply["project_options"]:
             if option["name"] in self._saved_options:
@@ -509,29 +311,33 @@ class ProjectAPIServer:
         reply["utvm_extensions"] = self.extensions()
         return reply
 
-    def _call_generate_project(
-        self, model_library_format_path, project_dir, options, standalone_crt_dir=None
-    ):
-        options = self._full_options(options, with_saved=False)
+    def _call_generate_project(self, model_library_format_path, project_dir, options,
+                               standalone_crt_dir=None):
         project_dir = pathlib.Path(project_dir)
-        self._handler.generate_project(
+        if not project_dir.is_absolute():
+            # Relative to which directory? The client's and the server's differ: refuse to guess.
+            raise UserError(f"generate_project: project_dir {str(project_dir)!r} is not an absolute path",
+                            hint="the client must send an absolute path")
+        facts = self._handler.generate_project(
             pathlib.Path(model_library_format_path),
             pathlib.Path(standalone_crt_dir) if standalone_crt_dir else None,
             project_dir,
             options,
-        )
-        _save_project_file(project_dir, self._server_info().platform_name, options)
-        if not (project_dir / SERVER_BASE_FILE).exists():
-            copy_server_base(project_dir)
+        ) or GeneratedProject()
+        if not (project_dir / FLOOR_PACKAGE).is_dir():
+            copy_floor(project_dir)  # the project's server imports it: it must never be missing
+        platform = self._handler.server_info_query(self._tvm_version).platform_name
+        project_record.write_record(project_dir, project_record.ProjectRecord(
+            platform_name=platform, options=dict(options), board=facts.board, archive=facts.archive))
 
     def _call_build(self, options):
-        self._handler.build(self._full_options(options))
+        self._handler.build(options)
 
     def _call_flash(self, options):
-        self._handler.flash(self._full_options(options))
+        self._handler.flash(options)
 
     def _call_open_transport(self, options):
-        timeouts = self._handler.open_transport(self._full_options(options))
+        timeouts = self._handler.open_transport(options)
         if dataclasses.is_dataclass(timeouts):
             timeouts = dataclasses.asdict(timeouts)
         return {"timeouts": timeouts}
@@ -549,14 +355,12 @@ class ProjectAPIServer:
         try:
             raw = b85decode(data)
         except ValueError as e:
-            raise _RequestError(
-                ErrorCode.INVALID_PARAMS, f"write_transport: data is not base85: {e}"
-            ) from None
+            raise _RequestError(ErrorCode.INVALID_PARAMS,
+                                f"write_transport: data is not base85: {e}") from None
         self._handler.write_transport(raw, timeout_sec)
 
-    def _reply_error(
-        self, request_id, code: int, message: str, data: Optional[Dict[str, Any]] = None
-    ) -> None:
+    def _reply_error(self, request_id, code: int, message: str, data: Optional[Dict[str,
+                                                                                    Any]] = None) -> None:
         error: Dict[str, Any] = {"code": code, "message": message}
         if data is not None:
             error["data"] = data
@@ -571,9 +375,10 @@ class ProjectAPIServer:
             line = json.dumps(
                 {
                     "jsonrpc": "2.0",
-                    "id": request_id,
+                    "id": request_id if isinstance(request_id, (str, int)) else None,
                     "error": {"code": ErrorCode.INTERNAL_ERROR, "message": f"reply is not JSON: {e}"},
-                }
+                },
+                allow_nan=False,
             )
         self._write_file.write(line.encode("utf-8") + b"\n")
         self._write_file.flush()
@@ -610,7 +415,7 @@ def main(handler: ProjectAPIHandler, argv: Optional[List[str]] = None, server_di
     read_file = os.fdopen(args.read_fd, "rb")
     write_file = os.fdopen(args.write_fd, "wb")
     server = ProjectAPIServer(read_file, write_file, handler, server_dir or _default_server_dir())
-    _LOG.debug("serving %s (extensions: %s)", server._server_dir, server.extensions())
+    _LOG.debug("serving %s (extensions: %s)", server.server_dir, server.extensions())
     try:
         server.serve_forever()
     except BrokenPipeError:

@@ -19,7 +19,7 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_MODELS = REPO_ROOT.parent / "shared" / "models"
-CLI = [sys.executable, "-m", "utvm.project_api.cli"]
+CLI = [sys.executable, "-m", "utvm.cli.main"]
 
 _ARCHIVES: Dict[str, Path] = {}
 _PROJECTS: Dict[Tuple[str, str], Path] = {}
@@ -55,9 +55,10 @@ def built_project(tmp_path_factory, archive: Path, project_type: str = "host_dri
     key = (str(archive), project_type)
     if key not in _PROJECTS:
         from utvm.project_api.project import TemplateProject
+        from utvm.templates import template_path
 
         project_dir = tmp_path_factory.mktemp(f"proj-{archive.stem}-{project_type}") / "project"
-        with TemplateProject.from_name("host", echo=False) as template:
+        with TemplateProject.from_directory(template_path("host"), echo=False) as template:
             with template.generate_project(archive, project_dir, {"project_type": project_type}) as project:
                 project.build()
         _PROJECTS[key] = project_dir

@@ -1,6 +1,7 @@
-"""The bare-metal template's host-side tools that need no hardware to test: flash-runner selection
-and command lines, serial-port discovery through pyserial's `comports()`, probe enumeration through a
-pyusb backend object, and the rendering of the firmware tree from a board record.
+"""The host-side tools of the bare-metal template that need no hardware to test: flash-runner
+selection and command lines and serial-port discovery (the floor's, which every template with
+physical boards uses) through pyserial's `comports()`, probe enumeration through a pyusb backend
+object, and the rendering of the firmware tree from a board record.
 
 Runners are exercised with stand-in executables on PATH that record their arguments: the code under
 test is how a runner is chosen, what it runs, and how failures are reported, not OpenOCD itself.
@@ -21,11 +22,20 @@ import usb.backend
 from conftest import REPO_ROOT
 from serial.tools.list_ports_common import ListPortInfo
 from utvm.boards import get_board
+from utvm.project_api import flash_runners
+from utvm.project_api import usb_discovery as discovery
 
-sys.path.insert(0, str(REPO_ROOT / "templates" / "baremetal"))
-from utvm_baremetal import discovery, flash_runners, render  # noqa: E402
+# The template's helpers import the floor as `project_api`, as they do inside a generated project.
+sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "templates" / "baremetal")]
+from utvm_baremetal import render  # noqa: E402
 
 F746 = get_board("nucleo_f746zg").to_dict()
+
+
+def _runner(board, image="firmware.elf", serial_number=None, preferred=None):
+    config = flash_runners.RunnerConfig(board=board["name"], image=Path(image), serial_number=serial_number,
+                                        emulator=board.get("emulator"))
+    return flash_runners.select_runner(board, config, preferred)
 
 
 # ---- flash runners ----------------------------------------------------------------------------
@@ -51,7 +61,7 @@ def bin_dir(tmp_path, monkeypatch):
 
 def test_no_tool_installed_names_each_and_how_to_install(bin_dir):
     with pytest.raises(flash_runners.ToolNotFoundError) as info:
-        flash_runners.select_runner(F746)
+        _runner(F746)
     message = str(info.value)
     assert "openocd (Debian/Ubuntu: `sudo apt-get install openocd`" in message
     assert "pyocd (`pip install pyocd`" in message
@@ -59,17 +69,17 @@ def test_no_tool_installed_names_each_and_how_to_install(bin_dir):
 
 def test_board_record_order_picks_the_runner(bin_dir, tmp_path):
     _fake_tool(bin_dir, "pyocd")
-    assert flash_runners.select_runner(F746).name == "pyocd"  # openocd preferred but missing
+    assert _runner(F746).name == "pyocd"  # openocd preferred but missing
     _fake_tool(bin_dir, "openocd")
-    assert flash_runners.select_runner(F746).name == "openocd"
-    assert flash_runners.select_runner(F746, preferred="pyocd").name == "pyocd"
+    assert _runner(F746).name == "openocd"
+    assert _runner(F746, preferred="pyocd").name == "pyocd"
 
 
 def test_openocd_command_and_serial_number(bin_dir, tmp_path):
     log = _fake_tool(bin_dir, "openocd")
     image = tmp_path / "firmware.elf"
     image.write_bytes(b"\x7fELF")
-    flash_runners.select_runner(F746, serial_number="066DFF49").flash(image)
+    _runner(F746, image, serial_number="066DFF49").flash()
     assert log.read_text().splitlines() == [
         "-f", "interface/stlink.cfg", "-f", "target/stm32f7x.cfg", "-c", "adapter serial 066DFF49",
         "-c", f"program {image.as_posix()} verify reset exit",
@@ -80,8 +90,9 @@ def test_pyocd_command(bin_dir, tmp_path):
     log = _fake_tool(bin_dir, "pyocd")
     image = tmp_path / "firmware.elf"
     image.write_bytes(b"\x7fELF")
-    board = dict(F746, pyocd_target="stm32f746zgtx")
-    flash_runners.select_runner(board, preferred="pyocd", serial_number="0670FF").flash(image)
+    # Each runner takes its own arguments from the record's runners entry of its name.
+    board = dict(F746, runners={"openocd": {"configs": []}, "pyocd": {"target": "stm32f746zgtx"}})
+    _runner(board, image, preferred="pyocd", serial_number="0670FF").flash()
     assert log.read_text().split() == ["flash", "--target", "stm32f746zgtx", "--uid", "0670FF", str(image)]
 
 
@@ -90,29 +101,29 @@ def test_failing_tool_reports_its_output(bin_dir, tmp_path):
     image = tmp_path / "firmware.elf"
     image.write_bytes(b"\x7fELF")
     with pytest.raises(flash_runners.RunnerError, match="(?s)openocd failed with status 1.*open failed"):
-        flash_runners.select_runner(F746).flash(image)
+        _runner(F746, image).flash()
     with pytest.raises(flash_runners.RunnerError, match="does not exist; build the project first"):
-        flash_runners.select_runner(F746).flash(tmp_path / "missing.elf")
+        _runner(F746, tmp_path / "missing.elf").flash()
 
 
 def test_board_without_a_runner_of_this_template(bin_dir):
     with pytest.raises(flash_runners.RunnerError, match="no flash runner of this template can flash ardu"):
-        flash_runners.select_runner(get_board("arduino_uno").to_dict())
+        _runner(get_board("arduino_uno").to_dict())
 
 
 def test_qemu_runner_checks_the_emulator_and_the_image(bin_dir, tmp_path):
     board = get_board("mps2_an385").to_dict()
-    runner = flash_runners.select_runner(board)
-    assert runner.name == "qemu"
     image = tmp_path / "firmware.elf"
+    runner = _runner(board, image)
+    assert runner.name == "qemu"
     image.write_bytes(b"\x7fELF\x01\x01" + bytes(12) + b"\x28\x00")
     with pytest.raises(flash_runners.ToolNotFoundError, match="qemu-system-arm not found on PATH"):
-        runner.flash(image)
+        runner.flash()
     _fake_tool(bin_dir, "qemu-system-arm")
-    runner.flash(image)
+    runner.flash()
     image.write_bytes(b"\x7fELF\x02\x01" + bytes(12) + b"\xb7\x00")  # a 64-bit AArch64 ELF
     with pytest.raises(flash_runners.RunnerError, match="not a 32-bit little-endian Arm ELF"):
-        runner.flash(image)
+        runner.flash()
 
 
 # ---- serial ports (pyserial's comports) -------------------------------------------------------
@@ -234,7 +245,6 @@ def test_rendered_tree_follows_the_board(tmp_path, name, flags):
     assert f'#define UTVM_BOARD_NAME "{name}"' in config
     assert f"#define UTVM_BOARD_HAS_FPU {1 if board['fpu'] else 0}" in config
     assert "#define UTVM_BOARD_SEMIHOSTING 1" in config  # emulated
-    assert render.read_board(tmp_path) == board
     assert sorted(os.listdir(tmp_path / "src" / "app")) == ["smoke.c"]
 
 

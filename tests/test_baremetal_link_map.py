@@ -11,7 +11,7 @@ import sys
 import pytest
 from conftest import REPO_ROOT
 
-sys.path.insert(0, str(REPO_ROOT / "templates" / "baremetal"))
+sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "templates" / "baremetal")]
 from utvm_baremetal import link_map  # noqa: E402
 
 LIBC = "/usr/lib/arm-none-eabi/lib/thumb/v7-m/nofp/libc_nano.a"

@@ -1,5 +1,5 @@
-"""The MLPerf Tiny models of ../shared/models on the emulated Cortex-M boards, through the `utvm`
-command line as a user runs it:
+"""The MLPerf Tiny models of ../shared/models on the emulated Cortex-M boards (the MPS2 images and
+the STM32F405 netduinoplus2), through the `utvm` command line as a user runs it:
 
     utvm create-project baremetal MODEL proj -o board=mps2_an386
     utvm build proj
@@ -36,10 +36,12 @@ MODELS = {
     "ic_resnet8": "ic_resnet8_int8.tflite",
 }
 # Every model on the Cortex-M4F board; the M3 (no FPU, soft float) and the M7 run the three the
-# issue names. ResNet-8 (286 M instructions a run) runs once, on the M4F.
+# issue names. ResNet-8 (286 M instructions a run) runs once, on the M4F. The STM32F405
+# (netduinoplus2, the emulated twin of the STM32F4 Nucleo boards: their USART and clock drivers)
+# runs the two int8 models.
 CASES = [(model, "mps2_an386") for model in MODELS] + [
     (model, board) for board in ("mps2_an385", "mps2_an500") for model in ("kws", "ad_int8", "ad_fp32")
-]
+] + [(model, "netduinoplus2") for model in ("kws", "ad_int8")]
 RUNTIME_GOAL_BYTES = 8 * 1024
 SEED = 7
 

@@ -20,9 +20,12 @@ from utvm.host_driven.errors import DeviceError, DeviceRebootedError, TransportC
 from utvm.host_driven.serial_transport import SerialTransport
 from utvm.host_driven.session import ProtocolSession
 from utvm.host_driven.transport import SubprocessTransport
+from utvm.project_api import qemu
+from utvm.project_api import standalone_report as standalone
 
-sys.path.insert(0, str(REPO_ROOT / "templates" / "baremetal"))
-from utvm_baremetal import qemu, render, standalone  # noqa: E402
+# The template's helpers import the floor as `project_api`, as they do inside a generated project.
+sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "templates" / "baremetal")]
+from utvm_baremetal import render  # noqa: E402
 
 BOARDS = ["mps2_an385", "mps2_an386", "mps2_an500"]
 INPUT, BIAS, SUM, OUTPUT, BIG = range(5)

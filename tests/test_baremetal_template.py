@@ -26,6 +26,7 @@ from utvm.host_driven.transport import SubprocessTransport
 from utvm.model_library.archive import write_archive
 from utvm.project_api.errors import UserError
 from utvm.project_api.project import TemplateProject
+from utvm.templates import template_path
 
 N = 1000
 INPUT, OUTPUT = 0, 3
@@ -33,7 +34,8 @@ FIXTURE_HASH = "0123456789abcdef" * 2
 ARENA = 3024 + 65536
 
 
-def _fixture_metadata(arena_bytes: int = ARENA) -> dict:
+def _fixture_metadata(big_bytes: int = 65536) -> dict:
+    arena_bytes = 3024 + big_bytes
     def tensor(i, name, storage, offset, nbytes, dtype="int8", **extra):
         return dict(id=i, name=name, storage=storage, offset=offset, nbytes=nbytes, shape=[nbytes],
                     dtype=dtype, **extra)
@@ -48,7 +50,7 @@ def _fixture_metadata(arena_bytes: int = ARENA) -> dict:
             "tensors": [tensor(0, "input", "arena", 0, N),
                         tensor(1, "bias", "const", 0, N, symbol="bias_data"),
                         tensor(2, "sum", "arena", 1008, N), tensor(3, "output", "arena", 2016, N),
-                        tensor(4, "big", "arena", 3024, 65536, "uint8")],
+                        tensor(4, "big", "arena", 3024, big_bytes, "uint8")],
             "kernels": [{"index": 0, "name": "fixture_add", "function": "fixture_add", "args": [0, 1, 2],
                          "outputs": [2]},
                         {"index": 1, "name": "fixture_relu", "function": "fixture_relu", "args": [2, 3],
@@ -76,7 +78,7 @@ def fixture_mlf(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def template():
-    with TemplateProject.from_name("baremetal") as t:
+    with TemplateProject.from_directory(template_path("baremetal")) as t:
         yield t
 
 
@@ -118,7 +120,8 @@ def test_host_driven_project_end_to_end(template, fixture_mlf, posix_output, tmp
     _toolchain()
     project = template.generate_project(fixture_mlf, tmp_path / "project", {"board": board})
     with project:
-        assert json.loads((project.directory / "board.json").read_text())["name"] == board
+        # The board is resolved once, at generate_project, and kept in the project record.
+        assert project.record.board["name"] == board and project.record.board["uart"]["base"] == 0x40004000
         project.build()
         sizes = json.loads((project.directory / "build" / "sizes.json").read_text())
         assert sizes["text"] > 0 and sizes["bss"] >= ARENA and sizes["board_ram_bytes"] == 4 << 20
@@ -149,12 +152,12 @@ def test_aot_standalone_project(template, fixture_mlf, posix_output, tmp_path):
 
 
 def test_model_too_big_for_the_board_is_refused_with_both_numbers(template, tmp_path):
-    big = _write_mlf(tmp_path / "big.tar", _fixture_metadata(arena_bytes=5 << 20))
+    big = _write_mlf(tmp_path / "big.tar", _fixture_metadata(big_bytes=5 << 20))
     with pytest.raises(UserError) as info:
         template.generate_project(big, tmp_path / "project", {"board": "mps2_an385"})
     message = str(info.value)
     assert "does not fit mps2_an385" in message
-    assert "of RAM, the board has 4 MiB (4194304 bytes)" in message and "arena 5 MiB" in message
+    assert "of RAM, the board has 4 MiB (4194304 bytes)" in message and "arena 5.0 MiB" in message
     assert not (tmp_path / "project").exists()
 
 

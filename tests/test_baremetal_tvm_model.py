@@ -15,6 +15,7 @@ from utvm.boards import get_board
 from utvm.host_driven.executor import Session
 from utvm.model_library import HostReference, compile_model, load
 from utvm.project_api.project import TemplateProject
+from utvm.templates import template_path
 
 BOARDS = ["mps2_an385", "mps2_an386", "mps2_an500"]
 
@@ -24,7 +25,7 @@ def template():
     require_tool("arm-none-eabi-gcc")
     require_tool("make")
     require_tool("qemu-system-arm")
-    with TemplateProject.from_name("baremetal") as t:
+    with TemplateProject.from_directory(template_path("baremetal")) as t:
         yield t
 
 

@@ -13,7 +13,7 @@ from utvm.host_driven.fault_injection import (
     seeded_schedule,
 )
 from utvm.host_driven.transport import SubprocessTransport
-from utvm.project_api.server import IoTimeoutError, TransportClosedError
+from utvm.project_api.errors import IoTimeoutError, TransportClosedError
 
 pytestmark = pytest.mark.timeout(60)
 DATA = bytes(range(32, 96))

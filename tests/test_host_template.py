@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 from host_driven_helpers import built_project, host_reference_outputs, run_cli, small_tflite_archive
 from utvm.host_driven.executor import Session
+from utvm.host_driven.signature import ModelSignature
 from utvm.host_driven.standalone import run_standalone
 from utvm.model_library import load
 from utvm.project_api.errors import ProjectAPIError, UserError
 from utvm.project_api.project import GeneratedProject, TemplateProject
+from utvm.templates import template_path
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +65,8 @@ def test_template_describes_its_options():
 def test_generated_project_is_self_contained(project, archive):
     for rel in (
         "microtvm_api_server.py",
-        "utvm_project_server.py",
+        "project_api/server.py",
+        "project_api/record.py",
         "model.tar",
         "model/metadata.json",
         "runtime/src/session.c",
@@ -81,6 +84,7 @@ def test_generated_project_is_self_contained(project, archive):
     assert "UTVM_MAX_PACKET=4093" in makefile
     saved = json.loads((project / "utvm-project.json").read_text())
     assert saved["platform_name"] == "host" and saved["options"]["project_type"] == "host_driven"
+    assert saved["board"]["name"] == "host" and saved["archive"] == "model.tar"
 
 
 def test_server_runs_on_a_bare_python(project):
@@ -165,7 +169,7 @@ def test_bad_archive_leaves_no_project(tmp_path):
     bad = tmp_path / "bad.tar"
     with tarfile.open(bad, "w"):
         pass
-    with TemplateProject.from_name("host", echo=False) as template:
+    with TemplateProject.from_directory(template_path("host"), echo=False) as template:
         with pytest.raises(UserError):
             template.generate_project(bad, tmp_path / "proj")
     assert not (tmp_path / "proj").exists()
@@ -184,7 +188,9 @@ def test_standalone_program_matches_the_reference(standalone, archive, tmp_path)
     assert program.is_file()
     assert not (standalone / "build" / "model_device").exists()
     inputs = _inputs(archive, seed=11)
-    outputs = run_standalone(standalone, inputs)
+    with GeneratedProject.from_directory(standalone, echo=False) as project:
+        assert project.project_type == "aot_standalone"
+        outputs = run_standalone(project, ModelSignature(load(archive).metadata), inputs)["outputs"]
     expected = host_reference_outputs(archive, inputs)
     for got, want in zip(outputs.values(), expected):
         assert got.dtype == want.dtype and got.shape == want.shape

@@ -82,7 +82,7 @@ def test_extract_writes_everything(good_archive, tmp_path):
 
 def test_input_c_array_helper(good_archive):
     text = ml.load(good_archive).input_c_array("x", np.arange(32, dtype=np.float32), symbol="x_data")
-    assert "const float x_data[32]" in text and "3.1e+01f" in text
+    assert "const float x_data[32]" in text and "31.0f" in text
 
 
 @pytest.mark.parametrize(
@@ -120,8 +120,19 @@ def test_load_refuses_newer_format(good_archive, tmp_path):
         (lambda m: m.pop("plan"), "plan is missing"),
         (lambda m: m["plan"]["tensors"][0].update(offset=1 << 30), "past the arena"),
         (lambda m: m["plan"]["kernels"][0].update(args=[999]), "tensor ids below"),
-        (lambda m: m["memory"].update(arena_bytes=-1), "non-negative integer"),
+        (lambda m: m["memory"].update(arena_bytes=-1), "not a byte count"),
         (lambda m: m.update(outputs=[]), "outputs is empty"),
+        # Crafted archives (issue 18): strings that would reach build files, absurd shapes and sizes.
+        (lambda m: m.update(model_name="x\n$(shell touch INJECTED)\nfoo"), "model_name .* not a C ident"),
+        (lambda m: m.update(model_name="m" * 100_000), "model_name .* not a C ident"),
+        (lambda m: m["plan"]["kernels"][0].update(function="f(); system(x)"), "function .* not a C ident"),
+        (lambda m: m["plan"]["tensors"][0].update(name="a\nb"), "is not a printable name"),
+        (lambda m: m["plan"]["tensors"][0].update(shape=["a", "b"]), "positive integers"),
+        (lambda m: m["plan"]["tensors"][0].update(shape=[10**12, 10**12]), "positive integers below 2"),
+        (lambda m: m["plan"]["tensors"][0].update(nbytes=m["plan"]["tensors"][0]["nbytes"] + 1), "needs"),
+        (lambda m: m["memory"].update(arena_bytes=10**18), "not a byte count"),
+        (lambda m: m["memory"].update(arena_bytes=m["memory"]["arena_bytes"] + (1 << 20)), "tensors end at"),
+        (lambda m: m["inputs"][0].update(shape=[1]), "does not have the shape and dtype"),
     ],
 )
 def test_load_refuses_malformed_metadata(good_archive, tmp_path, change, why):

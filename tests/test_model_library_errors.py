@@ -11,7 +11,7 @@ import sys
 import pytest
 from model_builders import build_onnx_model, make_small_tflite
 from utvm import model_library as ml
-from utvm.model_library import cli
+from utvm.cli import compile_command as cli
 
 
 def _compile_fails(model, tmp_path, pattern: str, **kwargs):

@@ -274,7 +274,7 @@ def test_torch_export_file_through_the_cli(tmp_path):
     x = torch.randn(2, 6)
     torch.export.save(torch.export.export(module, (x,)), str(tmp_path / "seq.pt2"))
     result = subprocess.run(
-        [sys.executable, "-m", "utvm.project_api.cli", "compile", str(tmp_path / "seq.pt2"),
+        [sys.executable, "-m", "utvm.cli.main", "compile", str(tmp_path / "seq.pt2"),
          "-o", str(tmp_path / "seq.tar")],
         capture_output=True, text=True, timeout=300,
     )

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(300)
 def utvm(*args, cwd=REPO_ROOT):
     """Run `utvm ARGS...` and return the finished process (text stdout/stderr)."""
     return subprocess.run(
-        [sys.executable, "-m", "utvm.project_api.cli", *map(str, args)],
+        [sys.executable, "-m", "utvm.cli.main", *map(str, args)],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -124,7 +124,7 @@ def test_the_whole_flow_as_a_new_user_runs_it(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "building" in result.stderr and "-Werror src/main.c -o build/hello" in result.stderr
     ran = subprocess.run([str(tmp_path / "proj/build/hello")], capture_output=True, text=True, check=True)
-    assert "model tiny: 2 files" in ran.stdout
+    assert "model tiny: 3 files" in ran.stdout
 
     result = utvm("flash", "proj", cwd=tmp_path)
     assert result.returncode == 0 and "nothing to flash" in result.stderr
@@ -157,7 +157,7 @@ def test_create_project_compiles_a_model_file_first(tmp_path):
 def test_output_cut_short_by_a_closed_pipe_is_not_an_error():
     """`utvm boards | head -1` must not print a BrokenPipeError traceback."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "utvm.project_api.cli", "boards"],
+        [sys.executable, "-m", "utvm.cli.main", "boards"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     proc.stdout.close()  # the reader goes away before the table is written out

@@ -7,13 +7,13 @@ from project_api_peers import copy_peer, make_mlf, read_calls
 from utvm.project_api.errors import UserError
 from utvm.project_api.options import (
     OptionError,
+    ProjectOption,
     coerce_value,
     describe_options,
     parse_option_args,
     validate_options,
 )
 from utvm.project_api.project import TemplateProject
-from utvm.project_api.server import ProjectOption
 
 SCHEMA = [
     ProjectOption("board", "str", choices=["alpha", "beta"], required=["generate_project"], help="the board"),

@@ -9,16 +9,12 @@ import subprocess
 
 import pytest
 from project_api_peers import EXAMPLE_TEMPLATE, copy_peer, make_mlf, read_calls
-from utvm.project_api import server
+from utvm.cli.common import resolve_template
 from utvm.project_api.client import RemoteServerError
 from utvm.project_api.errors import UserError
-from utvm.project_api.project import (
-    GeneratedProject,
-    TemplateProject,
-    builtin_templates,
-    open_directory,
-    resolve_template,
-)
+from utvm.project_api.project import GeneratedProject, TemplateProject, open_directory
+from utvm.project_api.record import RECORD_FILE
+from utvm.templates import builtin_templates, template_path
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -29,7 +25,7 @@ def require_cc():
 
 
 def generate(tmp_path, options=None, name="proj"):
-    with TemplateProject.from_name("example", echo=False) as template:
+    with TemplateProject.from_directory(template_path("example"), echo=False) as template:
         return template.generate_project(
             make_mlf(tmp_path / "model.tar"), tmp_path / name, options or {"app_name": "demo"}
         )
@@ -56,7 +52,7 @@ def test_generate_build_flash_and_run(tmp_path):
         info = project.info()
         assert info["is_template"] is False and info["platform_name"] == "example"
         assert info["model_library_format_path"] == str(tmp_path / "proj" / "model.tar")
-        saved = json.loads((tmp_path / "proj" / server.PROJECT_FILE).read_text())
+        saved = json.loads((tmp_path / "proj" / RECORD_FILE).read_text())
         assert saved["platform_name"] == "example"
         assert saved["options"]["app_name"] == "demo" and saved["options"]["verbose"] is True
         # Built without repeating app_name: the project remembers it.
@@ -64,7 +60,7 @@ def test_generate_build_flash_and_run(tmp_path):
         project.flash()
     program = tmp_path / "proj" / "build" / "demo"
     output = subprocess.run([str(program)], capture_output=True, text=True, check=True).stdout
-    assert "model tiny: 2 files in model.tar" in output
+    assert "model tiny: 3 files in model.tar" in output
     assert "codegen/host/src/tiny.c" in output
 
 
@@ -100,13 +96,23 @@ def test_generate_project_refuses_an_existing_directory(tmp_path):
 
 
 def test_a_failed_generate_project_leaves_nothing_behind(tmp_path):
+    template_dir = copy_peer("spec_server", tmp_path)
+    with TemplateProject.from_directory(template_dir, echo=False) as template:
+        with pytest.raises(RemoteServerError) as error:
+            # This board makes the server fail after it has created the directory and copied into it.
+            template.generate_project(make_mlf(tmp_path / "m.tar"), tmp_path / "proj", {"board": "broken"})
+        assert error.value.remote_type == "RuntimeError"
+    assert not (tmp_path / "proj").exists()
+
+
+def test_a_malformed_archive_is_refused_before_anything_is_written(tmp_path):
     not_a_tar = tmp_path / "model.tar"
     not_a_tar.write_bytes(b"this is not a tar archive" * 100)
     with TemplateProject.from_directory(EXAMPLE_TEMPLATE, echo=False) as template:
         with pytest.raises(RemoteServerError) as error:
-            # The example fails after it has created the directory and copied files into it.
             template.generate_project(not_a_tar, tmp_path / "proj", {"app_name": "demo"})
-        assert error.value.remote_type == "ReadError"
+        assert error.value.remote_type == "ArchiveError"
+        assert "not a readable tar archive" in error.value.message
     assert not (tmp_path / "proj").exists()
 
 

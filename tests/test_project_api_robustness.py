@@ -75,7 +75,7 @@ def test_a_server_that_dies_in_build(mode, code, last_words):
         with pytest.raises(ServerDiedError) as error:
             client.build()
     assert "died during build" in error.value.message
-    assert f"exit code {code}" in error.value.message
+    assert f"exited with code {code}" in error.value.message
     assert last_words in error.value.details
 
 
@@ -85,7 +85,7 @@ def test_a_server_that_dies_at_start():
             MISBEHAVING, env={**os.environ, "UTVM_TEST_MODE": "die-at-start"}, echo=False
         )
     assert "died during server_info_query" in error.value.message
-    assert "exit code 5" in error.value.message
+    assert "exited with code 5" in error.value.message
     assert "simulated missing dependency" in error.value.details
 
 

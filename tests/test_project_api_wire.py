@@ -12,11 +12,11 @@ import sys
 import pytest
 from project_api_peers import EXAMPLE_TEMPLATE, copy_peer, make_mlf, read_calls
 from project_api_peers.spec_client import SpecClient
-from utvm.project_api import server
+from utvm.project_api import wire
 from utvm.project_api.client import JSONRPCError, ProjectAPIClient, RemoteServerError
+from utvm.project_api.errors import IoTimeoutError, TransportClosedError
 from utvm.project_api.options import OptionError
 from utvm.project_api.project import TemplateProject
-from utvm.project_api.server import IoTimeoutError, TransportClosedError
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -88,7 +88,7 @@ def test_spec_client_drives_the_example_template_and_its_project(tmp_path):
     )
     assert client.close()[0] == 0
     assert (project_dir / "microtvm_api_server.py").is_file()
-    assert (project_dir / server.SERVER_BASE_FILE).is_file()
+    assert (project_dir / "project_api" / "server.py").is_file()  # the floor it stands on
 
     client = SpecClient(project_dir)
     info = client.call("server_info_query", {"tvm_version": "0.27.0"})
@@ -197,12 +197,12 @@ def test_malformed_requests_get_the_right_error_and_the_server_keeps_serving():
 def test_base85_codec_matches_the_standard_library():
     for size in (0, 1, 2, 3, 4, 5, 65535, 65536, 65537, 65538, 65539, 200_003):
         data = os.urandom(size)
-        text = server.b85encode(data)
+        text = wire.b85encode(data)
         assert text == base64.b85encode(data).decode("ascii"), size
-        assert server.b85decode(text) == data, size
+        assert wire.b85decode(text) == data, size
     for bad in ("~" * 70_000, "a" * 69_999 + " "):
         with pytest.raises(ValueError):
-            server.b85decode(bad)
+            wire.b85decode(bad)
         with pytest.raises(ValueError):
             base64.b85decode(bad)
 

@@ -23,6 +23,7 @@ from utvm.host_driven.executor import Session
 from utvm.host_driven.fault_injection import FROM_DEVICE, TO_DEVICE, FaultInjectingTransport
 from utvm.host_driven.session import ProtocolSession
 from utvm.host_driven.transport import SubprocessTransport
+from utvm.templates import template_path
 
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
 SANITIZER_REPORT = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:")
@@ -67,7 +68,7 @@ def sanitized_project(tmp_path_factory):
     cc = sanitizing_compiler()
     archive = small_tflite_archive(tmp_path_factory)
     project_dir = tmp_path_factory.mktemp("sanitized") / "project"
-    with TemplateProject.from_name("host", echo=False) as template:
+    with TemplateProject.from_directory(template_path("host"), echo=False) as template:
         with template.generate_project(archive, project_dir, {"project_type": "host_driven"}) as project:
             project.build({"cc": cc, "cflags": " ".join(SANITIZE)})
     return archive, project_dir

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import shutil
 import socket
-import tarfile
 import time
 
 import numpy as np
 import pytest
 from host_driven_helpers import built_project, small_tflite_archive, socket_bridge
+from project_api_peers import make_mlf
 from runtime_fixtures.build import FAST_LINK_DEFINES, build_device
 from utvm.host_driven.device import DeviceClient
 from utvm.host_driven.direct import (
@@ -28,6 +28,7 @@ from utvm.host_driven.tcp_transport import TcpTransport
 from utvm.host_driven.transport import SubprocessTransport
 from utvm.project_api.errors import UserError
 from utvm.project_api.project import GeneratedProject, TemplateProject
+from utvm.templates import template_path
 
 BIG_TENSOR = 4  # the fixture model's untouched uint8 tensor, 65536 bytes
 PATTERN = bytes(range(256)) * 256
@@ -86,7 +87,7 @@ def test_read_into_fills_a_buffer_with_deadlines_and_end_of_file():
         with pytest.raises(IoTimeoutError, match="within 0.2 s"):
             pipe.read_into(memoryview(buffer), 0.2)
         pipe._proc.stdin.close()  # cat sees end of file and exits
-        with pytest.raises(TransportClosedError, match="closed the link.*exited with code 0"):
+        with pytest.raises(TransportClosedError, match="closed its output.*exited with code 0"):
             pipe.read_into(memoryview(buffer), 5.0)
 
 
@@ -122,10 +123,8 @@ def test_tcp_connect_refused_is_a_clear_error():
 
 
 def test_relay_through_the_example_templates_loopback(tmp_path):
-    mlf = tmp_path / "any.tar"
-    with tarfile.open(mlf, "w"):
-        pass
-    with TemplateProject.from_name("example", echo=False) as template:
+    mlf = make_mlf(tmp_path / "any.tar")
+    with TemplateProject.from_directory(template_path("example"), echo=False) as template:
         project = template.generate_project(mlf, tmp_path / "proj", {"app_name": "demo"})
     with project:
         assert not project.has_extension(DIRECT_EXTENSION)

@@ -10,28 +10,28 @@ It shows every part of a template without any hardware:
 See docs/project-api.md for the protocol and the option schema.
 """
 
-import json
 import pathlib
 import shlex
 import shutil
 import subprocess
 import sys
-import tarfile
 
-# The server base: a generated project carries its own copy (utvm_project_server.py); a template
-# inside the utvm package uses the package's (../../project_api/server.py from here).
 HERE = pathlib.Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parents[1] / "project_api")]
-try:
-    import utvm_project_server as server
-except ImportError:
-    import server
+# The floor (utvm's project_api package, standard library only): a generated project carries its
+# copy beside this file (the server base puts it there); a template inside utvm uses utvm's.
+sys.path.insert(0, str(HERE if (HERE / "project_api").is_dir() else HERE.parents[1]))
+
+from project_api import server  # noqa: E402
+from project_api.errors import IoTimeoutError, ServerError, TransportClosedError  # noqa: E402
+from project_api.mlf import read_model_archive  # noqa: E402
+from project_api.options import ProjectOption  # noqa: E402
+from project_api.template_support import template_server_info  # noqa: E402
 
 PROJECT_OPTIONS = [
-    server.ProjectOption(
+    ProjectOption(
         "app_name", type="str", required=["generate_project"], help="name of the program the project builds"
     ),
-    server.ProjectOption(
+    ProjectOption(
         "compiler",
         type="str",
         choices=["cc", "gcc", "clang"],
@@ -39,7 +39,7 @@ PROJECT_OPTIONS = [
         optional=["build"],
         help="host C compiler that build runs",
     ),
-    server.ProjectOption(
+    ProjectOption(
         "opt_level",
         type="int",
         choices=[0, 1, 2, 3],
@@ -47,24 +47,24 @@ PROJECT_OPTIONS = [
         optional=["build"],
         help="optimisation level (-O)",
     ),
-    server.ProjectOption(
+    ProjectOption(
         "warnings_as_errors", type="bool", default=True, optional=["build"], help="compile with -Werror"
     ),
-    server.ProjectOption(
+    ProjectOption(
         "extra_cflags",
         type="str",
         default="",
         optional=["build"],
         help="more compiler flags, split as a shell would",
     ),
-    server.ProjectOption(
+    ProjectOption(
         "session_start_timeout_sec",
         type="float",
         default=5.0,
         optional=["open_transport"],
         help="session start timeout reported by open_transport",
     ),
-    server.ProjectOption(
+    ProjectOption(
         "verbose",
         type="bool",
         default=False,
@@ -74,26 +74,13 @@ PROJECT_OPTIONS = [
 ]
 
 
-class BuildError(server.ServerError):
+class BuildError(ServerError):
     """The C compiler failed; its output is in the server's stderr."""
 
 
 def _check_app_name(name):
     if not name or not all(c.isalnum() or c in "_-" for c in name):
         raise ValueError(f"app_name {name!r} must be letters, digits, '_' or '-'")
-
-
-def _extract(archive, dest):
-    """Unpack the MLF archive, refusing members that would land outside dest."""
-    with tarfile.open(archive) as tar:
-        for member in tar.getmembers():
-            parts = pathlib.PurePosixPath(member.name).parts
-            if member.name.startswith("/") or ".." in parts or not (member.isfile() or member.isdir()):
-                raise ValueError(f"{archive}: refusing archive member {member.name!r}")
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(dest, filter="data")
-        else:
-            tar.extractall(dest)
 
 
 def _c_string(text):
@@ -124,39 +111,30 @@ class ExampleHandler(server.ProjectAPIHandler):
         self._loopback = None  # a bytearray while the transport is open
 
     def server_info_query(self, tvm_version):
-        generated = server.is_generated_project(HERE)
-        return server.ServerInfo(
-            platform_name="example",
-            is_template=not generated,
-            model_library_format_path=str(HERE / "model.tar") if generated else None,
-            project_options=PROJECT_OPTIONS,
-        )
+        # A template until the server base has written the project record beside this file.
+        return template_server_info(HERE, "example", PROJECT_OPTIONS)
 
     def generate_project(self, model_library_format_path, standalone_crt_dir, project_dir, options):
         _check_app_name(options["app_name"])
+        archive = read_model_archive(model_library_format_path)  # checked before anything is written
         project_dir.mkdir(parents=True)
         shutil.copy2(__file__, project_dir / "microtvm_api_server.py")
         shutil.copy2(model_library_format_path, project_dir / "model.tar")
-        _extract(project_dir / "model.tar", project_dir / "model")
-        files = sorted(
-            str(p.relative_to(project_dir / "model"))
-            for p in (project_dir / "model").rglob("*")
-            if p.is_file()
-        )
-        metadata_path = project_dir / "model" / "metadata.json"
-        metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
-        model_name = metadata.get("model_name") or pathlib.Path(model_library_format_path).stem
+        archive.extract(project_dir / "model")
         (project_dir / "src").mkdir()
-        (project_dir / "src" / "main.c").write_text(_main_c(str(model_name), files))
+        (project_dir / "src" / "main.c").write_text(_main_c(archive.name, archive.file_names()))
         (project_dir / "README.md").write_text(
             f"# {options['app_name']}\n\nGenerated by utvm's example template from `model.tar`.\n\n"
             "Build it with `utvm build .` (or `cc src/main.c -o build/APP`), then run `build/APP`.\n"
         )
         if options["verbose"]:
-            print(f"example: generated {project_dir} ({len(files)} files in the model archive)")
+            count = len(archive.file_names())
+            print(f"example: generated {project_dir} ({count} files in the model archive)")
+        # The server base records the options, and this archive path, in utvm-project.json.
+        return server.GeneratedProject(archive="model.tar")
 
     def build(self, options):
-        if not server.is_generated_project(HERE):
+        if not (HERE / "utvm-project.json").is_file():
             raise BuildError("build runs in a generated project, not in the template")
         compiler = shutil.which(options["compiler"])
         if compiler is None:
@@ -194,18 +172,18 @@ class ExampleHandler(server.ProjectAPIHandler):
 
     def read_transport(self, n, timeout_sec):
         if self._loopback is None:
-            raise server.TransportClosedError("the loopback transport is not open")
+            raise TransportClosedError("the loopback transport is not open")
         if not self._loopback:
             # Only the client writes into the loopback, and it is waiting for this call: waiting
             # for timeout_sec could not bring data, so time out at once.
-            raise server.IoTimeoutError("the loopback holds no data")
+            raise IoTimeoutError("the loopback holds no data")
         data = bytes(self._loopback[:n])
         del self._loopback[:n]
         return data
 
     def write_transport(self, data, timeout_sec):
         if self._loopback is None:
-            raise server.TransportClosedError("the loopback transport is not open")
+            raise TransportClosedError("the loopback transport is not open")
         self._loopback += data
 
     def utvm_loopback_stats(self):

@@ -14,10 +14,23 @@ EXAMPLE_TEMPLATE = REPO_ROOT / "templates" / "example"
 
 
 def make_mlf(path: Path, model_name: str = "tiny") -> Path:
-    """A small tar standing in for an MLF archive (the example template accepts any tar)."""
+    """A small, well-formed MLF archive made without TVM: one 4-byte tensor that is both the input
+    and the output, no kernel. Enough for templates that read an archive but build no model."""
+    tensor = {"id": 0, "name": "x", "storage": "arena", "offset": 0, "nbytes": 4, "shape": [1],
+              "dtype": "float32"}
+    metadata = {
+        "format_version": 1, "model_name": model_name, "model_hash": "0" * 64, "tvm_version": "none",
+        "target": {"kind": "c"}, "target_str": "c",
+        "inputs": [{"name": "x", "shape": [1], "dtype": "float32", "tensor": 0}],
+        "outputs": [{"name": "x", "shape": [1], "dtype": "float32", "tensor": 0}],
+        "plan": {"pools": [], "tensors": [tensor], "kernels": []},
+        "memory": {"arena_bytes": 4, "workspace_bytes": 0, "constant_bytes": 0, "io_bytes": 4,
+                   "peak_live_lower_bound_bytes": 4},
+    }
     members = {
-        "metadata.json": json.dumps({"model_name": model_name, "version": 1}).encode(),
+        "metadata.json": json.dumps(metadata).encode(),
         "codegen/host/src/tiny.c": b"int tiny(void) { return 42; }\n",
+        "codegen/host/include/utvm_model_config.h": b"#define UTVM_MODEL_ARENA_BYTES 4\n",
     }
     with tarfile.open(path, "w") as tar:
         for name, data in members.items():

@@ -1,4 +1,4 @@
-"""Host-side helpers of the bare-metal Cortex-M template: firmware tree rendering, ELF sizes, QEMU,
-flash runners and serial-port discovery. Generated projects carry a copy of this package; apart
-from render.py (jinja2, used only while generating) it needs the standard library and pyserial.
+"""Host-side helpers of the bare-metal Cortex-M template: the firmware tree, the link map and the
+size report (aot_standalone reports are the floor's, project_api.standalone_report). Generated projects
+carry a copy of this package; it needs the standard library and the floor (``project_api``).
 """

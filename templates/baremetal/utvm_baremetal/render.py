@@ -1,24 +1,31 @@
 """Lay out a bare-metal firmware tree: platform sources, the app, the runtime, the model, and the
 Makefile / linker script / board_config.h rendered from the board record.
 
-Runs when a project is generated (jinja2 is needed then, not afterwards).
+Runs when a project is generated, with the standard library and the floor's renderer only.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, Tuple
+
+from project_api.template_support import render_file
+
+from . import stm32f4
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent
 PLATFORM_SRC = TEMPLATE_DIR / "src" / "platform"
 APP_SRC = TEMPLATE_DIR / "src" / "app"
-BOARD_FILE = "board.json"
 DEFAULT_STACK_BYTES = 8192
 
-# Files in src/platform that belong to one UART driver only; the board record picks one.
+# Files in src/platform that belong to one driver only; the board record picks one of each kind:
+# uart.driver, and clock.driver (clock_fixed.c when the record has no clock tree).
 _UART_PREFIX = "uart_"
+_CLOCK_PREFIX = "clock_"
+_FIXED_CLOCK = "fixed"
+# Placeholders whose values are whole lines of C or linker script.
+_MULTILINE = ("driver_config", "extra_sections")
 
 
 def float_flags(board: dict) -> str:
@@ -29,7 +36,10 @@ def float_flags(board: dict) -> str:
 
 
 def _num_irq(board: dict) -> int:
-    # The vector table only needs to reach the UART's interrupt; whole banks of 32 keep it simple.
+    # A part's own interrupt count when the record gives it (the vector table then matches the
+    # part's); else the table only needs to reach the UART's interrupt, in whole banks of 32.
+    if (board.get("mcu") or {}).get("irqs"):
+        return int(board["mcu"]["irqs"])
     return max(32, (board["uart"]["rx_irq"] // 32 + 1) * 32)
 
 
@@ -42,24 +52,38 @@ def _copy_files(files: Iterable[Path], dest: Path) -> List[Path]:
     return out
 
 
-def _jinja_env():
-    import jinja2  # only needed while generating
-
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-    )
+def _driver_file(board: dict, prefix: str, kind: str, driver: str) -> Path:
+    chosen = PLATFORM_SRC / f"{prefix}{driver}.c"
+    if not chosen.is_file():
+        raise ValueError(f"board {board['name']}: no bare-metal {kind} driver {driver!r} "
+                         f"(want {chosen.name})")
+    return chosen
 
 
 def platform_sources(board: dict) -> List[Path]:
-    """The platform layer's files for this board: everything but the other boards' UART drivers."""
-    driver = board["uart"]["driver"]
-    chosen = PLATFORM_SRC / f"{_UART_PREFIX}{driver}.c"
-    if not chosen.is_file():
-        raise ValueError(f"board {board['name']}: no bare-metal UART driver {driver!r} (want {chosen.name})")
-    return sorted(p for p in PLATFORM_SRC.iterdir()
-                  if p.suffix in (".c", ".h") and (not p.name.startswith(_UART_PREFIX) or p == chosen))
+    """The platform layer's files for this board: everything but the other boards' UART and clock
+    drivers."""
+    chosen = {
+        _UART_PREFIX: _driver_file(board, _UART_PREFIX, "UART", board["uart"]["driver"]),
+        _CLOCK_PREFIX: _driver_file(board, _CLOCK_PREFIX, "clock",
+                                    (board.get("clock") or {}).get("driver") or _FIXED_CLOCK),
+    }
+    return sorted(p for p in PLATFORM_SRC.iterdir() if p.suffix in (".c", ".h") and all(
+        not p.name.startswith(prefix) or p == file for prefix, file in chosen.items()))
+
+
+def _ccm(board: dict) -> Tuple[str, str]:
+    """The linker script's CCM region and section, when the part has core-coupled RAM."""
+    ccm = board["memory"].get("ccm")
+    if not ccm:
+        return "", ""
+    region = f"  CCM   (rw)  : ORIGIN = 0x{ccm['origin']:08x}, LENGTH = {ccm['length']}"
+    section = (
+        "  /* Core-coupled RAM, kept apart from RAM: DMA cannot reach it. It holds only what is put in\n"
+        "   * .ccm (__attribute__((section(\".ccm\")))); not loaded, not cleared. */\n"
+        "  .ccm (NOLOAD) : ALIGN(4)\n  {\n    *(.ccm*)\n  } > CCM\n"
+    )
+    return region, section
 
 
 def _into_project(path: Path, project_dir: Path, dest: str) -> Path:
@@ -113,28 +137,34 @@ def write_firmware_tree(
     _copy_files(extra_headers, project_dir / "include")
     root = project_dir.resolve()
 
-    env = _jinja_env()
-    context = {
-        "board": board,
-        "flash": board["memory"]["flash"],
-        "ram": board["memory"]["ram"],
-        "stack_bytes": stack_bytes,
-        "num_irq": _num_irq(board),
-        "semihosting": semihosting,
+    flash, ram = board["memory"]["flash"], board["memory"]["ram"]
+    ccm_region, ccm_section = _ccm(board)
+    values = {
+        "board_name": board["name"],
+        "board_title": board["title"],
+        "cpu": board["cpu"],
         "float_flags": float_flags(board),
-        "defines": list(defines),
-        "include_dirs": includes,
-        "strict_sources": [p.resolve().relative_to(root).as_posix() for p in strict if p.suffix == ".c"],
-        "generated_sources": [p.relative_to(root).as_posix() for p in generated if p.suffix == ".c"],
+        "defines": " ".join(defines),
+        "includes": " ".join(f"-I{d}" for d in includes),
+        "strict_sources": " ".join(p.resolve().relative_to(root).as_posix()
+                                   for p in strict if p.suffix == ".c"),
+        "generated_sources": " ".join(p.relative_to(root).as_posix() for p in generated if p.suffix == ".c"),
+        "flash_origin": f"0x{flash['origin']:08x}",
+        "flash_length": str(flash["length"]),
+        "ram_origin": f"0x{ram['origin']:08x}",
+        "ram_length": str(ram["length"]),
+        "stack_bytes": str(stack_bytes),
+        "clock_hz": str(board["clock_hz"]),
+        "baud": str(board["baud"]),
+        "uart_base": f"0x{board['uart']['base']:08x}",
+        "uart_rx_irq": str(board["uart"]["rx_irq"]),
+        "num_irq": str(_num_irq(board)),
+        "has_fpu": "1" if board.get("fpu") else "0",
+        "semihosting": "1" if semihosting else "0",
+        "extra_memory": ccm_region,
+        "extra_sections": ccm_section,
+        "driver_config": "\n".join(stm32f4.config_lines(board)),
     }
-    (project_dir / "include").mkdir(parents=True, exist_ok=True)
-    for template, dest in (("Makefile.j2", "Makefile"), ("linker.ld.j2", "linker.ld"),
-                           ("board_config.h.j2", "include/board_config.h")):
-        (project_dir / dest).write_text(env.get_template(template).render(context), encoding="utf-8")
-    board_json = json.dumps(board, indent=2, sort_keys=True) + "\n"
-    (project_dir / BOARD_FILE).write_text(board_json, encoding="utf-8")
-
-
-def read_board(project_dir: Path) -> dict:
-    """The board record a project was generated for (saved as board.json)."""
-    return json.loads((Path(project_dir) / BOARD_FILE).read_text(encoding="utf-8"))
+    for template, dest in (("Makefile.in", "Makefile"), ("linker.ld.in", "linker.ld"),
+                           ("board_config.h.in", "include/board_config.h")):
+        render_file(TEMPLATE_DIR / template, project_dir / dest, values, multiline=_MULTILINE)

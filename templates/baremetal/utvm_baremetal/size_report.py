@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Tuple
 
-from . import elf_sizes, link_map
+from project_api import elf_sizes
+
+from . import link_map
 
 # DESIGN.md's goal for the firmware without a model on a Cortex-M (-Os): at most 8 KiB of flash.
 RUNTIME_FLASH_GOAL_BYTES = 8 * 1024

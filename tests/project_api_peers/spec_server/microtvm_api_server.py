@@ -20,7 +20,7 @@ OPTIONS = [
     {
         "name": "board",
         "type": "str",
-        "choices": ["alpha", "beta"],
+        "choices": ["alpha", "beta", "broken"],
         "default": None,
         "required": ["generate_project"],
         "optional": [],
@@ -79,6 +79,8 @@ def generate_project(model_library_format_path, standalone_crt_dir, project_dir,
     project_dir.mkdir()
     shutil.copy(__file__, project_dir / "microtvm_api_server.py")
     shutil.copy(model_library_format_path, project_dir / "model.tar")
+    if options.get("board") == "broken":
+        raise RuntimeError("board 'broken' fails half-way through generate_project")
     (project_dir / "generated.marker").write_text(json.dumps(options))
 
 

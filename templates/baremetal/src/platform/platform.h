@@ -9,8 +9,13 @@
 
 #include "board_config.h"
 
-/* Bring up the UART and the timer (the FPU, when there is one, is on before main). */
+/* Bring up the clocks, the UART and the timer (the FPU, when there is one, is on before main). */
 void platform_init(void);
+
+/* Clock tree (clock_<driver>.c, chosen by the board record's clock.driver; clock_fixed.c when it
+ * has none): set up the core and bus clocks, then the core clock they run at. */
+void clock_init(void);
+uint32_t clock_core_hz(void);
 
 /* UART (uart_<driver>.c). Reads block until at least one byte is there. */
 void uart_init(void);
@@ -53,5 +58,6 @@ static inline void irq_restore(uint32_t primask) {
 #define SCB_CPACR REG32(0xE000ED88u)
 #define SCB_DEMCR REG32(0xE000EDFCu)
 #define NVIC_ISER(n) REG32(0xE000E100u + 4u * (n))
+#define NVIC_ICER(n) REG32(0xE000E180u + 4u * (n))
 
 #endif /* UTVM_BAREMETAL_PLATFORM_H_ */

@@ -4,6 +4,7 @@
 #include "platform.h"
 
 void platform_init(void) {
+  clock_init(); /* first: the UART's baud divider and the timer's rate follow the clock */
   uart_init();
   timer_init();
   __asm__ volatile("cpsie i" ::: "memory");

@@ -95,6 +95,6 @@ void SysTick_Handler(void) {
   }
 }
 
-uint64_t timer_hz(void) { return UTVM_BOARD_CLOCK_HZ; }
+uint64_t timer_hz(void) { return clock_core_hz(); }
 
 const char *timer_source(void) { return use_dwt ? "dwt" : "systick"; }

@@ -5,6 +5,7 @@
  * socket back: no byte is ever dropped.
  */
 #include "platform.h"
+#include "rx_ring.h"
 
 typedef struct {
   volatile uint32_t data;
@@ -26,11 +27,10 @@ typedef struct {
 #define RX_RING_BYTES 256u /* a power of two */
 
 static volatile uint8_t rx_ring[RX_RING_BYTES];
-static volatile uint32_t rx_head; /* written by the ISR */
-static volatile uint32_t rx_tail; /* written by uart_read */
+static rx_ring_t ring = {rx_ring, RX_RING_BYTES, 0u, 0u};
 
 void uart_init(void) {
-  rx_head = rx_tail = 0u;
+  ring.head = ring.tail = 0u;
   /* The CMSDK UART needs a divider of at least 16. */
   UART->bauddiv = UTVM_BOARD_CLOCK_HZ / UTVM_BOARD_BAUD;
   UART->ctrl = CTRL_TX_EN | CTRL_RX_EN | CTRL_RX_INT_EN;
@@ -40,12 +40,11 @@ void uart_init(void) {
 /* Move received bytes into the ring; with the ring full, switch the receive interrupt off. */
 static void rx_drain(void) {
   while (UART->state & STATE_RX_FULL) {
-    if (rx_head - rx_tail == RX_RING_BYTES) {
+    if (rx_ring_full(&ring)) {
       UART->ctrl &= ~CTRL_RX_INT_EN;
       return;
     }
-    rx_ring[rx_head % RX_RING_BYTES] = (uint8_t)UART->data;
-    rx_head++;
+    rx_ring_put(&ring, (uint8_t)UART->data);
   }
 }
 
@@ -63,29 +62,10 @@ void uart_write(const uint8_t *data, uint32_t n) {
   }
 }
 
-uint32_t uart_read(uint8_t *buf, uint32_t n) {
-  uint32_t primask = irq_save();
-  for (;;) {
-    /* A byte that came while the interrupt was off raised no interrupt (the UART latches the
-     * interrupt on arrival only), so turn it back on and pick such a byte up by hand. */
-    UART->ctrl |= CTRL_RX_INT_EN;
-    rx_drain();
-    if (rx_head != rx_tail) {
-      break;
-    }
-    /* Sleep with interrupts masked: a pending RX interrupt still wakes the core, and it runs
-     * as soon as the mask drops, so no wake-up is lost between the check and the WFI. */
-    __asm__ volatile("wfi" ::: "memory");
-    irq_restore(0u);
-    (void)irq_save();
-  }
-  uint32_t count = 0;
-  while (count < n && rx_tail != rx_head) {
-    buf[count++] = rx_ring[rx_tail % RX_RING_BYTES];
-    rx_tail++;
-  }
+/* The UART latches its interrupt on arrival only: a byte that came while it was off raised none. */
+static void rearm(void) {
   UART->ctrl |= CTRL_RX_INT_EN;
   rx_drain();
-  irq_restore(primask);
-  return count;
 }
+
+uint32_t uart_read(uint8_t *buf, uint32_t n) { return rx_ring_read(&ring, buf, n, rearm); }
