@@ -18,6 +18,7 @@ import sys
 from typing import Any, Dict, List
 
 from utvm.host_driven.device_clock import project_device_clock
+from utvm.host_driven.interrupts import STOP_SIGNALS, closed_on_signals
 from utvm.project_api.errors import UserError
 from utvm.project_api.mlf import read_model_archive
 from utvm.project_api.options import parse_option_args
@@ -93,7 +94,8 @@ def register(subparsers) -> None:
 def cmd_demo(args) -> int:
     from utvm.host_driven.demo import run_demo
 
-    return run_demo(directory=args.dir, seed=args.seed, transport=args.transport, verbose=args.verbose)
+    with closed_on_signals(None, STOP_SIGNALS):
+        return run_demo(directory=args.dir, seed=args.seed, transport=args.transport, verbose=args.verbose)
 
 
 # ---- utvm run ----------------------------------------------------------------------------------
@@ -282,18 +284,22 @@ def cmd_run(args) -> int:
     if args.output:
         _check_output_path(pathlib.Path(args.output))
     options = parse_option_args(args.options)
-    project, archive = _open_project(args)
-    with project:
-        # The inputs are checked against the archive before any device starts.
-        signature = ModelSignature(read_model_archive(archive).metadata)
-        if project.project_type == "aot_standalone":
-            return _run_standalone(args, project, signature, say)
-        inputs = _load_inputs(signature, _parse_input_specs(args.inputs), args.seed, say)
-        session = Session.from_project(
-            project, options, transport=args.transport, timeout=args.timeout, progress=say.progress,
-            model=archive)
-        with session:
-            return _drive(session, args, say, options, inputs)
+    # Ctrl-C, SIGTERM and SIGHUP end the command alike: SessionInterrupted unwinds through the
+    # with blocks below, which close the session, stop the device and the project's server; a
+    # second signal meanwhile is ignored, so the closing is never cut short.
+    with closed_on_signals(None, STOP_SIGNALS):
+        project, archive = _open_project(args)
+        with project:
+            # The inputs are checked against the archive before any device starts.
+            signature = ModelSignature(read_model_archive(archive).metadata)
+            if project.project_type == "aot_standalone":
+                return _run_standalone(args, project, signature, say)
+            inputs = _load_inputs(signature, _parse_input_specs(args.inputs), args.seed, say)
+            session = Session.from_project(
+                project, options, transport=args.transport, timeout=args.timeout, progress=say.progress,
+                model=archive)
+            with session:
+                return _drive(session, args, say, options, inputs)
 
 
 def _drive(session, args, say, options: Dict[str, Any], inputs) -> int:
@@ -359,7 +365,8 @@ def _drive(session, args, say, options: Dict[str, Any], inputs) -> int:
             status = 1
         say(f"validation: {report.verdict()}")
         summary["validation"] = report.to_json()
-    summary["link"] = session.link.as_dict()
+    if hasattr(session, "link"):  # utvm's protocol; a tvm_runtime project speaks TVM RPC instead
+        summary["link"] = session.link.as_dict()
     if args.json:
         print(json.dumps(summary, indent=2))
     return status

@@ -9,6 +9,9 @@ it (the `utvm` command as one line, with exit code 128 + the signal's number).
 
     with Session.from_project(project_dir) as session, closed_on_signals(session):
         session.run()
+
+The `utvm` command wraps whole commands (``closed_on_signals(None, STOP_SIGNALS)``): the error
+then unwinds through the command's own ``with`` blocks, which close its session and project.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from typing import Iterator, Sequence
 from .errors import HostDrivenError
 
 DEFAULT_SIGNALS = (signal.SIGTERM,)
+# The signals that stop a command: a terminal's Ctrl-C, a supervisor's or `kill`'s SIGTERM, a
+# closed terminal's SIGHUP. All close the session the same way.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
 
 
 class SessionInterrupted(HostDrivenError):
@@ -29,14 +36,15 @@ class SessionInterrupted(HostDrivenError):
     def __init__(self, signum: int):
         self.signum = signum
         self.exit_code = 128 + signum
-        super().__init__(f"the session was closed by {signal.Signals(signum).name}")
+        super().__init__(f"stopped by {signal.Signals(signum).name}; the session and its device were closed")
 
 
 @contextlib.contextmanager
 def closed_on_signals(session, signals: Sequence[int] = DEFAULT_SIGNALS) -> Iterator[None]:
     """Within the block, each of ``signals`` closes ``session`` and raises SessionInterrupted.
 
-    ``session`` is anything with ``close()`` (a ProtocolSession, an executor Session). Only the
+    ``session`` is anything with ``close()`` (a ProtocolSession, an executor Session), or None
+    when the block's own ``with`` statements close what it opened. Only the
     main thread receives signals in Python, so elsewhere this does nothing. The old handlers come
     back when the block ends. A second signal while the session closes is ignored, so the close
     itself (which stops the device) is never cut short.
@@ -57,7 +65,7 @@ def closed_on_signals(session, signals: Sequence[int] = DEFAULT_SIGNALS) -> Iter
         yield
     finally:
         try:
-            if fired:
+            if fired and session is not None:
                 session.close()
         finally:
             for signum, old in previous.items():
