@@ -65,11 +65,12 @@ def build_qemu_project(model: Path, workdir: Path):
     from utvm.boards import get_board
     from utvm.model_library import compile_model
     from utvm.project_api.project import TemplateProject
+    from utvm.templates import template_path
 
     archive = Path(compile_model(model, workdir / f"{model.stem}-{QEMU_BOARD}.tar", model_name=model.stem,
                                  target=get_board(QEMU_BOARD).target))
     project_dir = workdir / f"{model.stem}-{QEMU_BOARD}-project"
-    with TemplateProject.from_name("baremetal", echo=False) as template:
+    with TemplateProject.from_directory(template_path("baremetal"), echo=False) as template:
         with template.generate_project(archive, project_dir, {"board": QEMU_BOARD}) as project:
             project.build()
             project.flash()
