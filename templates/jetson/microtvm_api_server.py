@@ -216,7 +216,7 @@ def _generate(mlf_path, project_dir, options):
     template_support.render_file(HERE / "README.md.in", project_dir / "README.md", {
         "model_name": archive.name, "board": board["name"], "project_type": project_type,
         "inputs": _io_lines(archive.inputs), "outputs": _io_lines(archive.outputs),
-        "usage": _usage(project_type)})
+        "usage": _usage(project_type)}, multiline=("inputs", "outputs", "usage"))
     _log(options, f"generated {project_type} project for {archive.name} on {board['name']} in {project_dir}")
     return GeneratedProject(board=board, archive=ARCHIVE)
 
