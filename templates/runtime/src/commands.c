@@ -24,18 +24,18 @@ int32_t utvm_commands_init(void) {
   model_problem = NULL;
   utvm_plan_init();
   if (m->abi_version != UTVM_MODEL_ABI_VERSION) {
-    model_problem = "model ABI version differs from the runtime's; regenerate the project";
+    model_problem = "model ABI version differs from the runtime's";
   } else if (m->arena_bytes > utvm_plan_arena_capacity()) {
-    model_problem = "model arena is larger than UTVM_MODEL_ARENA_BYTES; regenerate the project";
+    model_problem = "model arena is larger than UTVM_MODEL_ARENA_BYTES";
   } else if (m->workspace_bytes > utvm_plan_workspace_capacity()) {
-    model_problem = "model workspace is larger than UTVM_MODEL_WORKSPACE_BYTES; regenerate the project";
+    model_problem = "model workspace is larger than UTVM_MODEL_WORKSPACE_BYTES";
   } else {
     for (i = 0; i < m->num_tensors; i++) {
       const utvm_tensor_t *t = &m->tensors[i];
       if (t->storage == UTVM_STORAGE_CONST ? t->data == NULL
                                            : (t->offset > m->arena_bytes ||
                                               t->nbytes > m->arena_bytes - t->offset)) {
-        model_problem = "model tensor table points outside the arena; regenerate the project";
+        model_problem = "model tensor table points outside the arena";
       }
     }
   }
@@ -113,35 +113,25 @@ typedef struct {
 } record_t;
 
 static void rec_bytes(record_t *w, const uint8_t *p, uint32_t n) {
-  uint32_t i;
-  for (i = 0; i < n; i++, w->pos++) {
+  for (; n > 0u; n--, w->pos++) {
     if (w->pos >= w->skip && w->pos - w->skip < w->r->cap) {
-      w->r->buf[w->pos - w->skip] = p[i];
+      w->r->buf[w->pos - w->skip] = *p;
     }
+    p++;
   }
 }
 
-static void rec_u8(record_t *w, uint32_t v) {
-  uint8_t b = (uint8_t)v;
-  rec_bytes(w, &b, 1);
-}
-
-static void rec_u16(record_t *w, uint32_t v) {
-  uint8_t b[2];
-  utvm_put_u16(b, v);
-  rec_bytes(w, b, 2);
-}
-
-static void rec_u32(record_t *w, uint32_t v) {
+/* `nbytes` (at most 4) bytes of v, little-endian. */
+static void rec_le(record_t *w, uint32_t v, uint32_t nbytes) {
   uint8_t b[4];
   utvm_put_u32(b, v);
-  rec_bytes(w, b, 4);
+  rec_bytes(w, b, nbytes);
 }
 
 static void rec_u16_list(record_t *w, const uint16_t *ids, uint16_t n) {
   uint16_t i;
   for (i = 0; i < n; i++) {
-    rec_u16(w, ids[i]);
+    rec_le(w, ids[i], 2);
   }
 }
 
@@ -151,7 +141,7 @@ static void rec_string(record_t *w, const char *s) {
     s = "";
   }
   do {
-    rec_u8(w, (uint8_t)*s);
+    rec_le(w, (uint8_t)*s, 1);
   } while (*s++ != '\0');
 }
 
@@ -177,6 +167,7 @@ static int32_t check_model(utvm_reply_t *r) {
     return 0;
   }
   utvm_text_str(utvm_reply_fail(r, UTVM_ERR_MODEL_MISMATCH), model_problem);
+  utvm_text_str(&r->text, "; regenerate the project");
   return -1;
 }
 
@@ -241,72 +232,77 @@ static void kernel_failed(utvm_reply_t *r, uint16_t index) {
   utvm_text_str(t, why[0] != '\0' ? why : "it returned an error without a message");
 }
 
-static void cmd_info(utvm_reply_t *r, uint32_t skip) {
+static void cmd_info(record_t *w) {
   const utvm_model_t *m = &utvm_model;
-  uint64_t hz = utvm_port_timer_hz();
-  record_t w;
-  w.r = r;
-  w.skip = skip;
-  w.pos = 0;
-  rec_u32(&w, UTVM_RUNTIME_VERSION);
-  rec_u32(&w, m->arena_bytes);
-  rec_u32(&w, m->workspace_bytes);
-  rec_u32(&w, utvm_backend_workspace_peak());
-  rec_u32(&w, UTVM_MAX_PACKET);
-  rec_u32(&w, (uint32_t)hz);
-  rec_u32(&w, (uint32_t)(hz >> 32));
-  rec_u16(&w, m->num_tensors);
-  rec_u16(&w, m->num_kernels);
-  rec_u16(&w, m->num_inputs);
-  rec_u16(&w, m->num_outputs);
-  rec_u16(&w, UTVM_RX_WINDOW);
-  rec_u8(&w, m->abi_version);
-  rec_u8(&w, UTVM_PROTOCOL_VERSION);
-  rec_u16_list(&w, m->inputs, m->num_inputs);
-  rec_u16_list(&w, m->outputs, m->num_outputs);
-  rec_string(&w, m->name);
-  rec_string(&w, m->hash);
-  rec_string(&w, utvm_port_board_name());
-  rec_end(&w);
+  uint8_t p[UTVM_INFO_FIXED_BYTES];
+  utvm_put_u32(p + 0, UTVM_RUNTIME_VERSION);
+  utvm_put_u32(p + 4, m->arena_bytes);
+  utvm_put_u32(p + 8, m->workspace_bytes);
+  utvm_put_u32(p + 12, utvm_backend_workspace_peak());
+  utvm_put_u32(p + 16, UTVM_MAX_PACKET);
+  utvm_put_u64(p + 20, utvm_port_timer_hz());
+  utvm_put_u16(p + 28, m->num_tensors);
+  utvm_put_u16(p + 30, m->num_kernels);
+  utvm_put_u16(p + 32, m->num_inputs);
+  utvm_put_u16(p + 34, m->num_outputs);
+  utvm_put_u16(p + 36, UTVM_RX_WINDOW);
+  p[38] = (uint8_t)m->abi_version;
+  p[39] = UTVM_PROTOCOL_VERSION;
+  rec_bytes(w, p, sizeof p);
+  rec_u16_list(w, m->inputs, m->num_inputs);
+  rec_u16_list(w, m->outputs, m->num_outputs);
+  rec_string(w, m->name);
+  rec_string(w, m->hash);
+  rec_string(w, utvm_port_board_name());
 }
 
-static void cmd_tensor_info(utvm_reply_t *r, uint16_t id, uint32_t skip) {
-  const utvm_tensor_t *t;
-  record_t w;
+static void cmd_tensor_info(record_t *w, uint16_t id) {
+  const utvm_tensor_t *t = &utvm_model.tensors[id];
+  uint8_t p[12];
   uint32_t i;
-  if (check_tensor(r, id) != 0) {
-    return;
-  }
-  t = &utvm_model.tensors[id];
-  w.r = r;
-  w.skip = skip;
-  w.pos = 0;
-  rec_u8(&w, t->storage);
-  rec_u8(&w, t->dtype_code);
-  rec_u8(&w, t->dtype_bits);
-  rec_u8(&w, t->ndim);
-  rec_u32(&w, t->offset);
-  rec_u32(&w, t->nbytes);
+  p[0] = t->storage;
+  p[1] = t->dtype_code;
+  p[2] = t->dtype_bits;
+  p[3] = t->ndim;
+  utvm_put_u32(p + 4, t->offset);
+  utvm_put_u32(p + 8, t->nbytes);
+  rec_bytes(w, p, sizeof p);
   for (i = 0; i < t->ndim; i++) {
-    rec_u32(&w, (uint32_t)t->shape[i]);
+    rec_le(w, (uint32_t)t->shape[i], 4);
   }
-  rec_string(&w, t->name);
-  rec_end(&w);
+  rec_string(w, t->name);
 }
 
-static void cmd_kernel_info(utvm_reply_t *r, uint16_t index, uint32_t skip) {
-  const utvm_kernel_t *k;
+static void cmd_kernel_info(record_t *w, uint16_t index) {
+  const utvm_kernel_t *k = &utvm_model.kernels[index];
+  rec_le(w, k->num_args, 2);
+  rec_u16_list(w, k->args, k->num_args);
+  rec_string(w, k->name);
+}
+
+/* INFO, TENSOR_INFO (u16 id) or KERNEL_INFO (u16 index), each with an optional record offset. */
+static void cmd_record(utvm_reply_t *r, uint8_t cmd, const uint8_t *args, uint32_t args_len) {
+  uint32_t fixed = cmd == UTVM_CMD_INFO ? 0u : 2u;
+  uint16_t id = fixed != 0u && args_len >= fixed ? utvm_get_u16(args) : 0u;
   record_t w;
-  if (check_kernel(r, index) != 0) {
+  w.r = r;
+  w.pos = 0;
+  if (check_model(r) != 0 || record_args(r, cmd, args, args_len, fixed, &w.skip) != 0) {
     return;
   }
-  k = &utvm_model.kernels[index];
-  w.r = r;
-  w.skip = skip;
-  w.pos = 0;
-  rec_u16(&w, k->num_args);
-  rec_u16_list(&w, k->args, k->num_args);
-  rec_string(&w, k->name);
+  if (cmd == UTVM_CMD_INFO) {
+    cmd_info(&w);
+  } else if (cmd == UTVM_CMD_TENSOR_INFO) {
+    if (check_tensor(r, id) != 0) {
+      return;
+    }
+    cmd_tensor_info(&w, id);
+  } else {
+    if (check_kernel(r, id) != 0) {
+      return;
+    }
+    cmd_kernel_info(&w, id);
+  }
   rec_end(&w);
 }
 
@@ -404,6 +400,11 @@ static uint64_t time_limit_ticks(void) {
   return (uint64_t)(per_ms != 0u ? per_ms : 1u) * UTVM_TIME_LIMIT_MS;
 }
 
+/* Is it past `deadline` (in timer ticks)? */
+static int time_up(uint64_t deadline) {
+  return utvm_port_timer_ticks() > deadline;
+}
+
 /* A TIME that asks for too many calls, or ran out of time after `done` of `calls`. */
 static void time_refused(utvm_reply_t *r, uint32_t number, uint32_t repeat, uint32_t done) {
   utvm_text_t *t = utvm_reply_fail(r, UTVM_ERR_TOO_LARGE);
@@ -412,7 +413,7 @@ static void time_refused(utvm_reply_t *r, uint32_t number, uint32_t repeat, uint
   utvm_text_str(t, " x ");
   utvm_text_u32(t, repeat);
   if (done == 0u) {
-    utvm_text_str(t, " calls exceeds the most a request may make, ");
+    utvm_text_str(t, " calls exceeds ");
     utvm_text_u32(t, UTVM_TIME_MAX_CALLS);
   } else {
     utvm_text_str(t, " calls stopped after ");
@@ -423,10 +424,9 @@ static void time_refused(utvm_reply_t *r, uint32_t number, uint32_t repeat, uint
 }
 
 static void cmd_time(utvm_reply_t *r, uint16_t kernel, uint32_t number, uint32_t repeat) {
-  uint64_t limit = time_limit_ticks();
   uint32_t calls;
   uint32_t done = 0;
-  uint64_t begin;
+  uint64_t deadline;
   uint32_t i;
   uint32_t n;
   if (kernel != UTVM_TIME_WHOLE_MODEL && check_kernel(r, kernel) != 0) {
@@ -445,28 +445,26 @@ static void cmd_time(utvm_reply_t *r, uint16_t kernel, uint32_t number, uint32_t
     utvm_text_str(t, " tick counts a packet holds");
     return;
   }
-  if ((uint64_t)number * repeat > UTVM_TIME_MAX_CALLS) {
+  if (number > UTVM_TIME_MAX_CALLS / repeat) { /* number x repeat > UTVM_TIME_MAX_CALLS */
     time_refused(r, number, repeat, 0);
     return;
   }
   calls = number * repeat;
-  begin = utvm_port_timer_ticks();
+  deadline = utvm_port_timer_ticks() + time_limit_ticks();
   for (i = 0; i < repeat; i++) {
     uint64_t start = utvm_port_timer_ticks();
-    uint64_t end;
     for (n = 0; n < number; n++) {
       if (run_target(r, kernel) != 0) {
         return;
       }
       /* The clock is read inside the timed calls only every 64th call, so it barely shows in them. */
-      if ((++done & 63u) == 0u && done < calls && utvm_port_timer_ticks() - begin > limit) {
+      if ((++done & 63u) == 0u && done < calls && time_up(deadline)) {
         time_refused(r, number, repeat, done);
         return;
       }
     }
-    end = utvm_port_timer_ticks();
-    utvm_put_u64(r->buf + 8u * i, end - start);
-    if (done < calls && end - begin > limit) {
+    utvm_put_u64(r->buf + 8u * i, utvm_port_timer_ticks() - start);
+    if (done < calls && time_up(deadline)) {
       time_refused(r, number, repeat, done);
       return;
     }
@@ -485,7 +483,6 @@ void utvm_reply_start(utvm_reply_t *r, uint8_t *buf, uint32_t cap) {
 }
 
 void utvm_commands_dispatch(uint8_t cmd, const uint8_t *args, uint32_t args_len, utvm_reply_t *r) {
-  uint32_t skip;
   switch (cmd) {
     case UTVM_CMD_PING:
       if (check_room(r, args_len) == 0) {
@@ -494,19 +491,9 @@ void utvm_commands_dispatch(uint8_t cmd, const uint8_t *args, uint32_t args_len,
       }
       break;
     case UTVM_CMD_INFO:
-      if (check_model(r) == 0 && record_args(r, cmd, args, args_len, 0, &skip) == 0) {
-        cmd_info(r, skip);
-      }
-      break;
     case UTVM_CMD_TENSOR_INFO:
-      if (check_model(r) == 0 && record_args(r, cmd, args, args_len, 2, &skip) == 0) {
-        cmd_tensor_info(r, utvm_get_u16(args), skip);
-      }
-      break;
     case UTVM_CMD_KERNEL_INFO:
-      if (check_model(r) == 0 && record_args(r, cmd, args, args_len, 2, &skip) == 0) {
-        cmd_kernel_info(r, utvm_get_u16(args), skip);
-      }
+      cmd_record(r, cmd, args, args_len);
       break;
     case UTVM_CMD_WRITE:
       if (check_model(r) == 0 && check_len(r, cmd, args_len, UTVM_WRITE_ARGS_BYTES, 1) == 0) {

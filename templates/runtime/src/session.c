@@ -139,11 +139,11 @@ static void handle_query(const uint8_t *p, uint32_t len) {
     return;
   }
   state[0] = UTVM_PKT_STATE;
-  state[1] = tx_valid ? tx_cmd : 0u;
-  state[2] = p[2]; /* the probe id, echoed */
+  state[1] = tx_cmd; /* with tx_seq, meaningful only with the KEPT flag */
+  state[2] = p[2];   /* the probe id, echoed */
   state[3] = p[3];
   utvm_put_u32(state + 4, session_id);
-  utvm_put_u16(state + 8, tx_valid ? tx_seq : 0u);
+  utvm_put_u16(state + 8, tx_seq);
   state[10] = tx_valid ? UTVM_STATE_KEPT : 0u;
   state[11] = 0;
   (void)utvm_frame_send(state, UTVM_STATE_BYTES, NULL, 0);
