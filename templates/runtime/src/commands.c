@@ -332,6 +332,13 @@ static void cmd_read(utvm_reply_t *r, const uint8_t *args) {
       check_room(r, len) != 0) {
     return;
   }
+#ifdef UTVM_CONST_COPY
+  if (utvm_model.tensors[id].storage == UTVM_STORAGE_CONST) {
+    UTVM_CONST_COPY(r->buf, utvm_plan_tensor_data(id) + offset, len); /* not a RAM address */
+    r->len = len;
+    return;
+  }
+#endif
   r->tail = utvm_plan_tensor_data(id) + offset;
   r->tail_len = len;
 }
