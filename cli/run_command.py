@@ -19,6 +19,7 @@ import sys
 from typing import Any, Dict, List
 
 from utvm.host_driven.device_clock import project_device_clock
+from utvm.host_driven.interrupts import STOP_SIGNALS, closed_on_signals
 from utvm.project_api.errors import UserError
 from utvm.project_api.mlf import read_model_archive
 from utvm.project_api.options import parse_option_args
@@ -120,7 +121,8 @@ def register(subparsers) -> None:
 def cmd_demo(args) -> int:
     from utvm.host_driven.demo import run_demo
 
-    return run_demo(directory=args.dir, seed=args.seed, transport=args.transport, verbose=args.verbose)
+    with closed_on_signals(None, STOP_SIGNALS):
+        return run_demo(directory=args.dir, seed=args.seed, transport=args.transport, verbose=args.verbose)
 
 
 # ---- utvm run ----------------------------------------------------------------------------------
@@ -313,29 +315,34 @@ def cmd_run(args) -> int:
         if path:
             _check_output_path(pathlib.Path(path))
     options = parse_option_args(args.options)
-    if args.tracker or args.key:
-        return _run_on_farm(args, say, options)
-    project, archive = _open_project(args)
-    with project:
-        # The inputs are checked against the archive before any device starts.
-        signature = ModelSignature(read_model_archive(archive).metadata)
-        if project.project_type == "aot_standalone":
-            return _run_standalone(args, project, signature, say)
-        if project.project_type == "mlperftiny":
-            raise UserError(f"{project.directory} is an mlperftiny project: the MLPerf Tiny runner drives "
-                            "it, not utvm run", hint=f"`utvm pty {args.project}` gives the runner its serial "
-                            "path; for utvm run, generate a host_driven project of the same model")
-        inputs = _load_inputs(signature, _parse_input_specs(args.inputs), args.seed, say)
-        session = Session.from_project(
-            project, options, transport=args.transport, timeout=args.timeout, progress=say.progress,
-            model=archive)
-        with session:
-            # Cycles on silicon, instructions under QEMU -icount, and a note for every emulated board.
-            clock = project_device_clock(session.project.directory, options, name=session.info.board)
-            # The reproducibility record covers a local project; a farm run has none yet.
-            origin = {"project": str(pathlib.Path(args.project).resolve()),
-                      "record": _record(session, args, clock, inputs)}
-            return _drive(session, args, say, inputs, clock, origin)
+    # Ctrl-C, SIGTERM and SIGHUP end the command alike: SessionInterrupted unwinds through the
+    # with blocks below, which close the session, stop the device and the project's server; a
+    # second signal meanwhile is ignored, so the closing is never cut short.
+    with closed_on_signals(None, STOP_SIGNALS):
+        if args.tracker or args.key:
+            return _run_on_farm(args, say, options)
+        project, archive = _open_project(args)
+        with project:
+            # The inputs are checked against the archive before any device starts.
+            signature = ModelSignature(read_model_archive(archive).metadata)
+            if project.project_type == "aot_standalone":
+                return _run_standalone(args, project, signature, say)
+            if project.project_type == "mlperftiny":
+                raise UserError(f"{project.directory} is an mlperftiny project: the MLPerf Tiny runner "
+                                "drives it, not utvm run",
+                                hint=f"`utvm pty {args.project}` gives the runner its serial path; for utvm "
+                                "run, generate a host_driven project of the same model")
+            inputs = _load_inputs(signature, _parse_input_specs(args.inputs), args.seed, say)
+            session = Session.from_project(
+                project, options, transport=args.transport, timeout=args.timeout, progress=say.progress,
+                model=archive)
+            with session:
+                # Cycles on silicon, instructions under QEMU -icount, and a note for every emulated board.
+                clock = project_device_clock(session.project.directory, options, name=session.info.board)
+                # The reproducibility record covers a local project; a farm run has none yet.
+                origin = {"project": str(pathlib.Path(args.project).resolve()),
+                          "record": _record(session, args, clock, inputs)}
+                return _drive(session, args, say, inputs, clock, origin)
 
 
 def _run_on_farm(args, say, options: Dict[str, Any]) -> int:
@@ -453,6 +460,8 @@ def _drive(session, args, say, inputs, clock, origin: Dict[str, Any]) -> int:
             status = 1
         say(f"validation: {report.verdict()}")
         summary["validation"] = report.to_json()
+    if hasattr(session, "link"):  # utvm's protocol; a tvm_runtime project speaks TVM RPC instead
+        summary["link"] = session.link.as_dict()
     if args.json:
         print(json.dumps(summary, indent=2))
     return status

@@ -29,12 +29,18 @@ _LAZY = {
     "TcpTransport": ("tcp_transport", "TcpTransport"),
     "RelayTransport": ("relay_transport", "RelayTransport"),
     "open_project_transport": ("direct", "open_project_transport"),
+    "NoisyTransport": ("fault_injection", "NoisyTransport"),
     # the protocol layer underneath
     "ProtocolSession": ("session", "ProtocolSession"),
     "DeviceClient": ("device", "DeviceClient"),
     "DeviceInfo": ("device", "DeviceInfo"),
+    "LinkReport": ("link", "LinkReport"),
+    # ending a session from a signal handler
+    "closed_on_signals": ("interrupts", "closed_on_signals"),
+    "SessionInterrupted": ("interrupts", "SessionInterrupted"),
     # errors
     "HostDrivenError": ("errors", "HostDrivenError"),
+    "BadArgumentError": ("errors", "BadArgumentError"),
     "DeviceError": ("errors", "DeviceError"),
     "DeviceRebootedError": ("errors", "DeviceRebootedError"),
     "ProtocolError": ("errors", "ProtocolError"),

@@ -9,6 +9,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -32,6 +33,7 @@ enum {
   CALL_WRITE_FAILED = -4,  /* the write failed (the device is gone) */
   CALL_WRITE_PARTIAL = -5, /* the pipe took only `written` bytes of frame[0..frame_n) */
   CALL_TOO_LARGE = -6,     /* the frame might not fit frame_cap: nothing was sent */
+  CALL_INTERRUPTED = -7,   /* a signal arrived while waiting: Python runs its handler, then waits on */
 };
 
 /* Kept by pipe_call.py for a transport's life; the caller owns every buffer. */
@@ -47,6 +49,7 @@ typedef struct {
   size_t got;
   uint8_t *reply; /* the reply packet, unescaped, CRC checked and stripped */
   size_t reply_cap;
+  size_t replies; /* calls answered by their reply, for the session's link figures */
 } utvm_pipe_call_t;
 
 static long now_ms(void) {
@@ -55,24 +58,23 @@ static long now_ms(void) {
   return (long)ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
-/* Waits up to timeout_ms for the read end; 1 when readable (or hung up), 0 at the deadline. */
+/* Waits up to timeout_ms for the read end: 1 when readable (or hung up), 0 at the deadline, -1
+ * when a signal interrupted the wait. A signal must reach Python at once: its handler (SIGINT's
+ * KeyboardInterrupt, say) only runs once this call has returned. */
 static int wait_readable(int fd, long timeout_ms) {
-  long deadline = now_ms() + timeout_ms;
-  for (;;) {
-    struct pollfd pfd;
-    long left = deadline - now_ms();
-    int ready;
-    pfd.fd = fd;
-    pfd.events = POLLIN;
-    pfd.revents = 0;
-    ready = poll(&pfd, 1, left > 0 ? (int)left : 0);
-    if (ready > 0) {
-      return 1;
-    }
-    if (ready == 0 || errno != EINTR) {
-      return ready < 0; /* a poll error: let the read report it */
-    }
+  struct pollfd pfd;
+  int ready;
+  pfd.fd = fd;
+  pfd.events = POLLIN;
+  pfd.revents = 0;
+  ready = poll(&pfd, 1, timeout_ms > 0 ? (int)(timeout_ms < INT_MAX ? timeout_ms : INT_MAX) : 0);
+  if (ready > 0) {
+    return 1;
   }
+  if (ready < 0 && errno == EINTR) {
+    return -1;
+  }
+  return ready < 0; /* a poll error: let the read report it */
 }
 
 /* Sends the request packet[0..n) (n >= the 8-byte header) framed and returns the reply's payload
@@ -80,6 +82,7 @@ static int wait_readable(int fd, long timeout_ms) {
  * holding that request's REPLY_OK (the same header but the kind byte); else one of the CALL_*
  * outcomes, with whatever arrived in rx[0..got). */
 long utvm_pipe_call(utvm_pipe_call_t *c, const uint8_t *packet, size_t n, long timeout_ms) {
+  long deadline = -1; /* set when a read first finds nothing: most replies need no wait */
   ssize_t w;
   ssize_t r;
   long len;
@@ -108,8 +111,19 @@ long utvm_pipe_call(utvm_pipe_call_t *c, const uint8_t *packet, size_t n, long t
     if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
       return CALL_READ_FAILED;
     }
-    if (errno != EINTR && !wait_readable(c->read_fd, timeout_ms)) {
-      return CALL_TIMEOUT;
+    if (errno == EINTR) {
+      return CALL_INTERRUPTED;
+    }
+    if (deadline < 0) {
+      deadline = now_ms() + timeout_ms;
+    }
+    switch (wait_readable(c->read_fd, deadline - now_ms())) {
+      case 0:
+        return CALL_TIMEOUT;
+      case -1:
+        return CALL_INTERRUPTED;
+      default:
+        break; /* readable: read again */
     }
   }
   c->got = (size_t)r;
@@ -123,5 +137,6 @@ long utvm_pipe_call(utvm_pipe_call_t *c, const uint8_t *packet, size_t n, long t
       memcmp(c->reply + 1, packet + 1, UTVM_MSG_HEADER_BYTES - 1u) != 0) {
     return CALL_OTHER;
   }
+  c->replies++;
   return len - (long)UTVM_MSG_HEADER_BYTES;
 }

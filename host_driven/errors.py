@@ -13,6 +13,7 @@ from utvm.project_api.errors import IoTimeoutError, TransportClosedError, UserEr
 from . import protocol
 
 __all__ = [
+    "BadArgumentError",
     "DeviceError",
     "DeviceRebootedError",
     "HostDrivenError",
@@ -27,6 +28,12 @@ class HostDrivenError(UserError):
     """Base class of host-driven session errors."""
 
     exit_code = 1
+
+
+class BadArgumentError(HostDrivenError, ValueError):
+    """An argument the device would refuse (or that cannot be sent), caught before anything is sent."""
+
+    exit_code = 2
 
 
 class ProtocolError(HostDrivenError):

@@ -22,6 +22,7 @@ import numpy as np
 from utvm.project_api.errors import UserError
 from utvm.project_api.project import GeneratedProject
 
+from . import protocol as P
 from .benchmark import BenchmarkResult, timed
 from .device import DeviceClient, DeviceInfo
 from .direct import open_project_transport
@@ -79,7 +80,8 @@ class Session(SessionInputs):
 
     ``transport`` is any :class:`Transport` to a device flashed with ``model`` (a ModelLibrary or
     the path of its archive). The session owns the transport: closing the session closes it.
-    ``timeout`` and ``retries`` go to the protocol session; ``run_timeout`` bounds runs;
+    ``timeout``, ``retries`` and ``max_packet`` (the host's packet limit proposal) go to the
+    protocol session; ``run_timeout`` bounds runs;
     ``progress(what, done, total)`` is called during large transfers.
     """
 
@@ -92,6 +94,7 @@ class Session(SessionInputs):
         retries: int = 3,
         run_timeout: float = DEFAULT_RUN_TIMEOUT,
         check_model: bool = True,
+        max_packet: int = P.MAX_PACKET,
         progress: Optional[Progress] = None,
         log_handler: Optional[Callable[[int, str], None]] = None,
         project=None,
@@ -105,7 +108,7 @@ class Session(SessionInputs):
             self.library = _load_library(model)
             self.signature = ModelSignature(self.library.metadata)
             self.protocol = ProtocolSession(
-                transport, timeout=timeout, retries=retries, log_handler=log_handler
+                transport, timeout=timeout, retries=retries, log_handler=log_handler, max_packet=max_packet
             )
         except BaseException:
             self.close()
@@ -183,6 +186,13 @@ class Session(SessionInputs):
 
     def _check_model(self, info: DeviceInfo) -> None:
         meta = self.library.metadata
+        if info.model_hash != meta["model_hash"] and meta["model_hash"].startswith(info.model_hash):
+            raise ModelMismatchError(
+                f"the device reported only {len(info.model_hash)} characters of its model hash, too few "
+                f"to check it against the archive {self.library.path} (its runtime cuts INFO to one "
+                f"packet of {self.protocol.max_packet} bytes)",
+                hint="rebuild and flash the project with this utvm version, or use larger packets",
+            )
         if info.model_hash != meta["model_hash"]:
             raise ModelMismatchError(
                 f"the device runs model {info.model_name!r} (hash {info.model_hash[:12]}), but the archive "
@@ -196,6 +206,12 @@ class Session(SessionInputs):
                 f"differs from the archive's ({tensors} tensors, {kernels} kernels)",
                 hint="rebuild and flash the project",
             )
+
+    @property
+    def link(self):
+        """What the link has cost so far (a LinkReport: frames received and corrupted, the frame
+        error rate, re-sends, lost requests and replies, packet sizes); ``.as_dict()`` for JSON."""
+        return self.protocol.link
 
     def reset(self) -> None:
         """Reboot the device and open a new session on it; the inputs are sent again before the next run."""

@@ -1,4 +1,4 @@
-"""A transport wrapper that injects faults on a seeded, reproducible schedule.
+"""Transport wrappers that inject faults: on a seeded, reproducible schedule, or as random noise.
 
 It sits between the host session and any `Transport` and, in either direction, drops, corrupts
 or delays bytes, cuts the link, or runs a hook (e.g. kill the device process) when the byte
@@ -6,14 +6,20 @@ stream reaches a given offset. Offsets count the bytes that the wrapped transpor
 that direction, so the same schedule hits the same bytes on every run; the values written by
 `corrupt` come from the seed too. Tests use it to show that the host-driven path survives a
 flaky link: every injected fault ends in correct data or a clear error, never wrong data or a
-hang.
+hang. ``NoisyTransport`` (with ``ByteNoise``) spoils bytes at random at a byte-error rate instead,
+as a bad serial line does.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import math
+import os
 import random
+import selectors
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional, Sequence
@@ -269,3 +275,120 @@ class FaultInjectingTransport(Transport):
 
     def close(self) -> None:
         self.inner.close()
+
+
+# -- random noise at a byte-error rate --------------------------------------------------------
+
+NOISE_KINDS = ("flip", "drop", "duplicate", "swap")
+
+
+class ByteNoise:
+    """Spoils a byte stream at random, at ``rate`` errors per byte, as a bad line does.
+
+    Each spoilt byte gets one of ``kinds``: ``flip`` (one bit inverted), ``drop`` (lost),
+    ``duplicate`` (sent twice) or ``swap`` (exchanged with the next byte). The gaps between errors
+    are drawn from the seed, so a run is reproduced from its seed and the same slicing. ``errors``
+    counts the bytes spoilt so far.
+    """
+
+    def __init__(self, rate: float, seed: int = 0, kinds: Sequence[str] = NOISE_KINDS):
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"rate must be in [0, 1), got {rate}")
+        unknown = set(kinds) - set(NOISE_KINDS)
+        if unknown or not kinds:
+            raise ValueError(f"unknown noise kinds {sorted(unknown)}; choose from {', '.join(NOISE_KINDS)}")
+        self.rate = rate
+        self.kinds = tuple(kinds)
+        self.errors = 0
+        self._rng = random.Random(seed)
+        self._gap = self._next_gap()
+
+    def _next_gap(self) -> int:
+        """Clean bytes before the next error (geometric, mean 1 / rate)."""
+        if self.rate == 0.0:
+            return 1 << 62
+        return int(math.log(1.0 - self._rng.random()) / math.log(1.0 - self.rate))
+
+    def __call__(self, data: bytes) -> bytes:
+        if self._gap >= len(data):
+            self._gap -= len(data)
+            return data
+        out = bytearray()
+        pos = 0
+        while self._gap < len(data) - pos:
+            at = pos + self._gap
+            out += data[pos:at]
+            kind = self._rng.choice(self.kinds)
+            byte = data[at]
+            pos = at + 1
+            if kind == "flip":
+                out.append(byte ^ (1 << self._rng.randrange(8)))
+            elif kind == "duplicate":
+                out += bytes((byte, byte))
+            elif kind == "swap" and pos < len(data):
+                out += bytes((data[pos], byte))
+                pos += 1
+            elif kind == "swap":
+                out.append(byte)  # nothing after it to swap with
+            self.errors += 1
+            self._gap = self._next_gap()
+        self._gap -= len(data) - pos
+        out += data[pos:]
+        return bytes(out)
+
+
+class NoisyTransport(Transport):
+    """Wraps ``inner`` and spoils the bytes both ways with ByteNoise at ``rate`` (seeded)."""
+
+    def __init__(self, inner: Transport, rate: float, *, seed: int = 0, kinds: Sequence[str] = NOISE_KINDS):
+        self.inner = inner
+        self.to_device = ByteNoise(rate, seed, kinds)
+        self.from_device = ByteNoise(rate, seed + 1, kinds)
+
+    def write(self, data: bytes, timeout: float) -> None:
+        spoilt = self.to_device(bytes(data))
+        if spoilt:
+            self.inner.write(spoilt, timeout)
+
+    def read(self, n: int, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        while True:
+            data = self.from_device(self.inner.read(n, max(0.0, deadline - time.monotonic())))
+            if data:
+                return data
+            if time.monotonic() >= deadline:
+                raise IoTimeoutError(f"no byte within {timeout} s (all dropped by the noise)")
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def relay(device: Sequence[str], spoil: Callable[[str, bytes], bytes]) -> int:
+    """Run ``device`` and relay this process's stdin to it and its stdout back, passing each slice
+    through ``spoil(direction, data)`` (direction "to" or "from" the device) on the way: the body
+    of a fault-injecting proxy process, whose host still sees a pipe pair. Returns the device's
+    exit code once either end closes (the device's input is closed first)."""
+    child = subprocess.Popen(list(device), stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+    routes = {sys.stdin.fileno(): ("to", child.stdin.fileno()),
+              child.stdout.fileno(): ("from", sys.stdout.fileno())}
+    with selectors.DefaultSelector() as selector:
+        for fd in routes:
+            selector.register(fd, selectors.EVENT_READ)
+        while True:
+            for key, _ in selector.select():
+                direction, target = routes[key.fd]
+                data = os.read(key.fd, 65536)
+                if not data or not _write_all(target, spoil(direction, data)):
+                    child.stdin.close()
+                    return child.wait()
+
+
+def _write_all(fd: int, data: bytes) -> bool:
+    """Write all of ``data``; False when the reader has gone."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except BrokenPipeError:
+        return False
+    return True

@@ -129,12 +129,14 @@ class FrameDecoder:
 
     Frames with a bad CRC or escape, and frames longer than ``max_packet`` (the caller's limit,
     CRC excluded), are dropped and counted in ``bad_frames``; decoding resumes at the next FLAG.
+    ``good_frames`` counts the packets handed out.
     ``accel=False`` keeps to the pure-Python path (the accelerator is used when it loads).
     """
 
     def __init__(self, max_packet: int, accel: bool = True):
         self.max_packet = max_packet
         self.bad_frames = 0
+        self.good_frames = 0
         self._partial = bytearray()
         self._overflow = False
         self._lib = _framing_accel.load() if accel else None
@@ -212,6 +214,7 @@ class FrameDecoder:
         consumed (``feed`` then takes ``data``). The usual reply to a single request."""
         packet = self._sole_frame(data)
         if packet is not None and packet.startswith(head):
+            self.good_frames += 1
             return packet[len(head):]
         return None
 
@@ -228,9 +231,12 @@ class FrameDecoder:
                     self._overflow = True
             return out
         if self._lib is not None and len(data) >= _BULK_MIN_BYTES:
-            return self._feed_bulk(data, out)
+            out = self._feed_bulk(data, out)
+            self.good_frames += len(out)
+            return out
         packet = self._sole_frame(data)  # one whole small frame, the usual reply to a request
         if packet is not None:
+            self.good_frames += 1
             return [packet]
         parts = data.split(FLAG)
         self._head(parts[0], out)
@@ -239,6 +245,7 @@ class FrameDecoder:
             if part:  # two FLAGs in a row: an empty frame, ignored
                 frame(part, out)
         self._tail(parts[-1])
+        self.good_frames += len(out)
         return out
 
     def _feed_bulk(self, data: bytes, out: List[bytes]) -> List[bytes]:

@@ -1,6 +1,6 @@
 """The single-request fast path over a pipe pair: a request and its reply in one C call.
 
-Used by :class:`~utvm.host_driven.session.ProtocolSession` when its transport is a pipe pair
+Used by the session's ``PipeCallPath`` (fast_paths.py) when its transport is a pipe pair
 (``Transport.pipe_fds()``) and the framing accelerator is loaded. The C side (``_pipe_call.c``)
 frames the request, writes it, waits for the first bytes back and takes them when they are
 exactly the expected reply. Every other outcome is handed back to the session's own path: the
@@ -23,6 +23,7 @@ READ_FAILED = -3
 WRITE_FAILED = -4
 WRITE_PARTIAL = -5
 TOO_LARGE = -6
+INTERRUPTED = -7
 
 # Bytes taken per read, as the session's own reads.
 RX_BYTES = 64 * 1024
@@ -42,6 +43,7 @@ class _Context(ctypes.Structure):
         ("got", ctypes.c_size_t),
         ("reply", ctypes.c_void_p),
         ("reply_cap", ctypes.c_size_t),
+        ("replies", ctypes.c_size_t),
     ]
 
 
@@ -61,12 +63,18 @@ class PipeCall:
         self._reply = ctypes.create_string_buffer(max_packet + 2)
         self._context = _Context(write_fd, read_fd, ctypes.addressof(self._frame), frame_cap, 0, 0,
                                  ctypes.addressof(self._rx), RX_BYTES, 0, ctypes.addressof(self._reply),
-                                 max_packet + 2)
+                                 max_packet + 2, 0)
         # call(packet, len(packet), timeout_ms): the reply's payload length (at HEADER_BYTES of
         # payload()'s buffer) when the reply is the request's REPLY_OK, else an outcome (OTHER,
-        # TIMEOUT, READ_FAILED, WRITE_FAILED, WRITE_PARTIAL, TOO_LARGE). No Python frame in between: a
-        # round trip is a few microseconds.
+        # TIMEOUT, READ_FAILED, WRITE_FAILED, WRITE_PARTIAL, TOO_LARGE, INTERRUPTED: a signal came
+        # while it waited, so Python can run its handler). No Python frame in between: a round trip
+        # is a few microseconds.
         self.call = functools.partial(lib.utvm_pipe_call, ctypes.byref(self._context))
+
+    @property
+    def replies(self) -> int:
+        """Calls answered by their reply so far."""
+        return self._context.replies
 
     def payload(self, length: int) -> bytes:
         """The reply payload after a successful call."""

@@ -19,6 +19,8 @@ PKT_HELLO = 0x01
 PKT_WELCOME = 0x02
 PKT_ANNOUNCE = 0x03
 PKT_LOG = 0x04
+PKT_QUERY = 0x05
+PKT_STATE = 0x06
 PKT_REQUEST = 0x10
 PKT_REPLY_OK = 0x11
 PKT_REPLY_ERR = 0x12
@@ -32,6 +34,12 @@ WELCOME = struct.Struct("<BBHIIII")
 ANNOUNCE = struct.Struct("<BBBBI")
 # REQUEST / REPLY header: kind, command, u16 sequence number, u32 session id.
 HEADER = struct.Struct("<BBHI")
+# QUERY ("what did you answer last?"): kind, reserved, u16 probe id. The device answers STATE
+# without touching its kept reply, so a retry after it is still replayed.
+QUERY = struct.Struct("<BBH")
+# STATE: kind, last command, u16 probe id (echoed), u32 session id, u16 last seq, u8 flags, reserved.
+STATE = struct.Struct("<BBHIHBB")
+STATE_KEPT = 0x01  # flags: a reply is kept (the last command and seq are meaningful)
 
 # Commands.
 CMD_PING = 0x01
@@ -40,6 +48,7 @@ CMD_TENSOR_INFO = 0x03
 CMD_KERNEL_INFO = 0x04
 CMD_WRITE = 0x10
 CMD_READ = 0x11
+CMD_CHECKSUM = 0x12
 CMD_RUN = 0x20
 CMD_RUN_KERNEL = 0x21
 CMD_TIME = 0x22
@@ -52,6 +61,7 @@ COMMAND_NAMES = {
     CMD_KERNEL_INFO: "KERNEL_INFO",
     CMD_WRITE: "WRITE",
     CMD_READ: "READ",
+    CMD_CHECKSUM: "CHECKSUM",
     CMD_RUN: "RUN",
     CMD_RUN_KERNEL: "RUN_KERNEL",
     CMD_TIME: "TIME",
@@ -61,8 +71,15 @@ COMMAND_NAMES = {
 # Command arguments.
 WRITE_ARGS = struct.Struct("<HHII")  # tensor, flags, offset, total; data follows
 READ_ARGS = struct.Struct("<HHIII")  # tensor, flags, offset, nbytes, total
+CHECKSUM_ARGS = struct.Struct("<HHII")  # tensor, flags, offset, nbytes; the reply is their u32 CRC-32
 TIME_ARGS = struct.Struct("<HHII")  # kernel (TIME_WHOLE_MODEL = the model), flags, number, repeat
 TIME_WHOLE_MODEL = 0xFFFF
+# The most calls (number x repeat) one TIME request may make: beyond, the device refuses
+# (TOO_LARGE) rather than stay deaf for hours.
+TIME_MAX_CALLS = 1 << 24
+# INFO, TENSOR_INFO and KERNEL_INFO reply with a record: its bytes from 0, or from this u32 offset
+# after the command's arguments, as many as fit the packet. A shorter reply ends the record.
+RECORD_OFFSET = struct.Struct("<I")
 # INFO's fixed part; input ids, output ids and three NUL-terminated strings follow.
 INFO_FIXED = struct.Struct("<IIIIIQHHHHHBB")
 # TENSOR_INFO's fixed part; i32 shape[ndim] and the NUL-terminated name follow.

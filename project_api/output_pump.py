@@ -10,11 +10,17 @@ from __future__ import annotations
 import codecs
 import collections
 import os
+import signal
 import sys
 import threading
 from typing import Deque, List
 
 READ_BYTES = 65536
+# Signals a user or a supervisor sends to stop a program. Python runs their handlers in the main
+# thread only, and the kernel cuts a wait short only in the thread that took the signal: a pump
+# thread that took one would leave the main thread asleep in its wait.
+_CONTROL_SIGNALS = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGALRM", "SIGUSR1",
+                                                       "SIGUSR2") if hasattr(signal, name)}
 
 
 class OutputPump(threading.Thread):
@@ -29,6 +35,18 @@ class OutputPump(threading.Thread):
         self._chunks: Deque[bytes] = collections.deque()
         self._kept = 0
         self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the thread with the control signals blocked in it (it inherits the mask), so they
+        reach the main thread and wake its waits at once."""
+        if not hasattr(signal, "pthread_sigmask"):
+            super().start()
+            return
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _CONTROL_SIGNALS)
+        try:
+            super().start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def run(self) -> None:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")

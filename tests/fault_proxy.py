@@ -1,20 +1,24 @@
 """A fault-injecting proxy process: relays stdin/stdout to a device program and spoils bytes.
 
-    python fault_proxy.py [--corrupt DIR:OFFSET ...] [--drop DIR:OFFSET ...] -- device [args...]
+    python fault_proxy.py [--corrupt DIR:OFFSET ...] [--drop DIR:OFFSET ...] [--drop-packet DIR:KIND:CMD]
+                          -- device [args...]
 
 DIR is ``to`` (host to device) or ``from`` (device to host); OFFSET counts the bytes of that
-stream. A corrupted byte is XORed with 0x01; a dropped byte never arrives. The host sees a pipe
+stream. A corrupted byte is XORed with 0x01; a dropped byte never arrives. ``--drop-packet``
+drops the first frame of that direction whose packet has that kind and command byte (numbers,
+e.g. ``to:0x10:0x20`` for a RUN request), so a whole request or reply is lost. The host sees a pipe
 pair (so its sessions take the C pipe call), and the faults are below it: this is how the pipe
-call's own handling of spoilt replies is tested. Stdlib only.
+call's own handling of spoilt replies is tested. The relaying is utvm's own
+(``utvm.host_driven.fault_injection.relay``).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import selectors
-import subprocess
 import sys
+from typing import Optional
+
+from utvm.host_driven.fault_injection import relay
 
 
 def _faults(specs, kind):
@@ -38,35 +42,71 @@ def _spoil(data: bytes, start: int, faults: dict) -> bytes:
     return bytes(out)
 
 
+class PacketDropper:
+    """Drops the first frame whose packet starts with ``head`` (kind and command bytes) from one
+    direction's stream. A frame's bytes are held until its closing FLAG, then passed on or not."""
+
+    def __init__(self, head: Optional[bytes]):
+        self.head = head
+        self.frame = bytearray()
+
+    def __call__(self, data: bytes) -> bytes:
+        if self.head is None:
+            return data
+        out = bytearray()
+        for byte in data:
+            if byte != 0x7E:
+                self.frame.append(byte)
+                continue
+            body, self.frame = bytes(self.frame), bytearray()
+            if self.head is not None and _unescaped_start(body, len(self.head)) == self.head:
+                self.head = None  # dropped: its FLAG goes on alone (an empty frame, ignored)
+            else:
+                out += body
+            out.append(byte)
+        if self.head is None:  # done: the rest of the stream passes as it is
+            out += self.frame
+            self.frame = bytearray()
+        return bytes(out)
+
+
+def _unescaped_start(body: bytes, n: int) -> bytes:
+    out = bytearray()
+    escaped = False
+    for byte in body:
+        if len(out) == n:
+            break
+        if byte == 0x7D:
+            escaped = True
+            continue
+        out.append(byte ^ 0x20 if escaped else byte)
+        escaped = False
+    return bytes(out)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corrupt", action="append", metavar="DIR:OFFSET")
     parser.add_argument("--drop", action="append", metavar="DIR:OFFSET")
+    parser.add_argument("--drop-packet", metavar="DIR:KIND:CMD")
     parser.add_argument("device", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     device = [a for a in args.device if a != "--"]
     faults = _faults(args.corrupt, "corrupt")
     for direction, table in _faults(args.drop, "drop").items():
         faults[direction].update(table)
-    child = subprocess.Popen(device, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
-    host_in, host_out = sys.stdin.fileno(), sys.stdout.fileno()
+    droppers = {"to": PacketDropper(None), "from": PacketDropper(None)}
+    if args.drop_packet:
+        direction, kind, cmd = args.drop_packet.split(":")
+        droppers[direction] = PacketDropper(bytes([int(kind, 0), int(cmd, 0)]))
     seen = {"to": 0, "from": 0}
-    routes = {host_in: ("to", child.stdin.fileno()), child.stdout.fileno(): ("from", host_out)}
-    with selectors.DefaultSelector() as selector:
-        for fd in routes:
-            selector.register(fd, selectors.EVENT_READ)
-        while True:
-            for key, _ in selector.select():
-                direction, target = routes[key.fd]
-                data = os.read(key.fd, 65536)
-                if not data:  # either end closed: so do we
-                    child.stdin.close()
-                    return child.wait()
-                spoilt = _spoil(data, seen[direction], faults[direction])
-                seen[direction] += len(data)
-                view = memoryview(spoilt)
-                while view:
-                    view = view[os.write(target, view):]
+
+    def spoil(direction: str, data: bytes) -> bytes:
+        spoilt = droppers[direction](_spoil(data, seen[direction], faults[direction]))
+        seen[direction] += len(data)
+        return spoilt
+
+    return relay(device, spoil)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,12 @@ benchmark and profile, and layer-by-layer validation, on a real host device.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from host_driven_helpers import built_project, host_reference_outputs, small_tflite_archive
+from utvm.host_driven import protocol as P
 from utvm.host_driven.compare import compare
 from utvm.host_driven.errors import DeviceError
 from utvm.host_driven.executor import ModelMismatchError, Session
@@ -211,6 +214,26 @@ def test_validate_names_the_first_diverging_kernel(session, archive, inputs):
     assert np.array_equal(seen[library.inputs[0]["name"]], inputs[library.inputs[0]["name"]])
     with pytest.raises(UserError, match="does not have"):
         session.validate(reference={"no_such_tensor": good})
+
+
+@pytest.mark.parametrize("transport", ["direct", "relay"])
+def test_the_smallest_packet_carries_a_whole_session(tmp_path_factory, archive, inputs, transport):
+    """64-byte packets, over the template's pipe and through its server: INFO (and its model hash)
+    spans several, every transfer is many chunks."""
+    project = built_project(tmp_path_factory, archive)
+    with Session.from_project(project, transport=transport, timeout=5.0, max_packet=P.MIN_PACKET) as small:
+        assert small.protocol.max_packet == P.MIN_PACKET
+        assert small.info.model_hash == small.library.metadata["model_hash"]
+        small.set_inputs(inputs)
+        small.run()
+        np.testing.assert_array_equal(small.get_output(0), host_reference_outputs(archive, inputs)[0])
+        assert small.validate().passed
+
+
+def test_a_hash_cut_short_by_an_older_runtime_is_named_as_such(session):
+    cut = dataclasses.replace(session.info, model_hash=session.info.model_hash[:3])
+    with pytest.raises(ModelMismatchError, match="reported only 3 characters of its model hash"):
+        session._check_model(cut)
 
 
 def test_a_device_with_another_model_is_refused(tmp_path_factory, archive):

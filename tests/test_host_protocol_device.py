@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from utvm.host_driven.errors import (
     SessionClosedError,
     TransportClosedError,
 )
+from utvm.host_driven.fast_paths import FramePath
 from utvm.host_driven.framing import FLAG, FrameDecoder, encode
 from utvm.host_driven.session import ProtocolSession
 from utvm.host_driven.transport import SubprocessTransport, Transport
@@ -33,8 +35,8 @@ N = 1000
 BIG_BYTES = 65536
 ARENA_BYTES = 3024 + BIG_BYTES
 ADD, RELU, GUARD = range(3)
-# input[0] values that make fixture_guard misbehave.
-FAIL, ABORT, REBOOT, LOG = 127, 126, 125, 124
+# input[0] values that make fixture_guard misbehave (BUSY: for input[1] x 10 ms).
+FAIL, ABORT, REBOOT, LOG, BUSY = 127, 126, 125, 124, 123
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +98,12 @@ def _input_with(first: int, seed: int = 0) -> np.ndarray:
     return data
 
 
+def _busy_input(tens_of_ms: int) -> np.ndarray:
+    data = _input_with(BUSY)
+    data.view(np.uint8)[1] = tens_of_ms
+    return data
+
+
 def _expected(inp: np.ndarray, bias: np.ndarray):
     total = np.clip(inp.astype(np.int16) + bias.astype(np.int16), -128, 127).astype(np.int8)
     return total, np.maximum(total, 0).astype(np.int8)
@@ -142,6 +150,46 @@ def test_tensor_and_kernel_tables(client):
     kernel = client.kernel_info(ADD)
     assert (kernel.name, kernel.args) == ("fixture_add", (INPUT, BIAS, SUM))
     assert client.kernel_info(GUARD).name == "fixture_guard"
+
+
+@pytest.fixture(params=["pipe call", "python", "engine only"])
+def smallest(device_exe, request):
+    """A DeviceClient at the protocol's smallest packet (64 bytes) on each of the session's paths:
+    the C pipe call (and accelerated transfer batches), the Python round trip (batches too), and
+    the engine's own per-request loop for everything."""
+    transport = SubprocessTransport([str(device_exe)])
+    if request.param != "pipe call":
+        transport = PassThrough(transport)
+    with ProtocolSession(transport, timeout=5.0, max_packet=P.MIN_PACKET) as session:
+        if request.param == "engine only":
+            session._path = FramePath(session)  # no fast path: every request through _await
+        assert session.max_packet == P.MIN_PACKET
+        yield DeviceClient(session)
+
+
+def test_info_and_the_model_tables_arrive_whole_at_the_smallest_packet(smallest):
+    info = smallest.info()  # 90 bytes: more than one 64-byte packet holds
+    assert (info.model_name, info.model_hash, info.board) == ("fixture", "0123456789abcdef" * 2, "host")
+    assert info.inputs == (INPUT,) and info.outputs == (OUTPUT,) and info.num_tensors == 5
+    assert smallest.tensor_info(BIG).name == "big" and smallest.tensor_info(BIG).nbytes == BIG_BYTES
+    assert smallest.kernel_info(ADD).args == (INPUT, BIAS, SUM)
+
+
+def test_every_command_works_at_the_smallest_packet(smallest):
+    smallest.ping(bytes(range(56)))  # the largest payload a 64-byte packet holds
+    data = os.urandom(3000) + b"\x7e\x7d" * 100
+    smallest.write_tensor(BIG, data)  # 44 data bytes per WRITE
+    assert smallest.read_tensor(BIG, len(data)) == data  # 56 per READ
+    inp = _input_with(5)
+    smallest.write_tensor(INPUT, inp.tobytes())
+    assert smallest.run() > 0
+    _, expected_out = _expected(inp, _read_int8(smallest, BIAS))
+    np.testing.assert_array_equal(_read_int8(smallest, OUTPUT), expected_out)
+    assert len(smallest.time(kernel=RELU, repeat=20)) == 20  # 7 tick counts per packet
+    with pytest.raises(DeviceError, match="tensor 0 \\(input\\) read of 2000 bytes") as excinfo:
+        smallest.read_tensor(INPUT, 2000)  # the message is cut to the packet, the code is whole
+    assert _device_error(excinfo).code == P.ERR_OUT_OF_BOUNDS
+    _expect_still_serving(smallest)
 
 
 def test_session_survives_a_second_handshake(open_session):
@@ -271,6 +319,40 @@ def test_time_returns_one_tick_count_per_repeat(client):
     assert len(client.time(kernel=ADD, repeat=40)) == 40
 
 
+def test_time_of_absurdly_many_calls_is_refused_at_once(client):
+    # Four billion runs would keep the device busy for hours, deaf to everything.
+    refused = rf"TIME of 4294967295 x 1 calls exceeds {P.TIME_MAX_CALLS}"
+    with pytest.raises(DeviceError, match=refused) as excinfo:
+        client.session.request(P.CMD_TIME, P.TIME_ARGS.pack(P.TIME_WHOLE_MODEL, 0, 0xFFFFFFFF, 1))
+    assert _device_error(excinfo).code == P.ERR_TOO_LARGE
+    # The bound is on number x repeat, not on each alone.
+    with pytest.raises(DeviceError, match=r"TIME of 2097152 x 10 calls exceeds"):
+        client.session.request(P.CMD_TIME, P.TIME_ARGS.pack(ADD, 0, 1 << 21, 10))
+    _expect_still_serving(client)
+
+
+@pytest.mark.parametrize("number, repeat", [(0xFFFFFFFF, 1), (1 << 32, 1), (4096, 8192)])
+def test_client_time_checks_the_same_bound_before_sending(client, number, repeat):
+    with pytest.raises(ValueError, match=rf"at most {P.TIME_MAX_CALLS} calls"):
+        client.time(number=number, repeat=repeat)
+    client.ping()  # nothing was sent
+
+
+def test_a_long_time_stops_at_the_devices_time_limit(tmp_path):
+    exe = build_device(tmp_path, defines=["UTVM_TIME_LIMIT_MS=300"])
+    with ProtocolSession(SubprocessTransport([str(exe)]), timeout=5.0, retries=0) as session:
+        client = DeviceClient(session)
+        client.write_tensor(INPUT, _busy_input(1).tobytes())  # each guard call: 10 ms
+        # 10000 calls would take 100 s: the device stops once its 300 ms are up, and says so.
+        with pytest.raises(DeviceError, match=r"TIME of 10000 x 1 calls stopped after \d+: "
+                                              r"UTVM_TIME_LIMIT_MS is 300") as excinfo:
+            client.time(kernel=GUARD, number=10000)
+        assert _device_error(excinfo).code == P.ERR_TOO_LARGE
+        assert len(client.time(kernel=GUARD, number=20)) == 1  # within the limit
+        client.write_tensor(INPUT, _busy_input(50).tobytes())
+        assert client.run() > 0  # one call is never cut short, whatever it takes
+
+
 # -- errors: a clear reply, and the device keeps serving ---------------------------------------------
 
 
@@ -392,7 +474,8 @@ def test_retried_request_is_replayed_not_run_twice(client):
 
 
 class _LossyTransport(Transport):
-    """Passes packets through, except that the next reply after arm() is dropped or corrupted."""
+    """Passes packets through, except that the next reply after arm() is dropped or corrupted, or
+    the next request (mode "drop request") never reaches the device."""
 
     def __init__(self, inner: Transport):
         self.inner = inner
@@ -403,6 +486,18 @@ class _LossyTransport(Transport):
         self.mode = mode
 
     def write(self, data, timeout):
+        if self.mode == "drop request":
+            packets = FrameDecoder(1 << 16).feed(bytes(data))
+            if any(packet[0] == P.PKT_REQUEST for packet in packets):
+                self.mode = None
+                data = b"".join(encode(packet) for packet in packets if packet[0] != P.PKT_REQUEST)
+        elif self.mode == "spoil write":  # a WRITE's last data byte changed, and its CRC made good
+            packets = FrameDecoder(1 << 16).feed(bytes(data))
+            for at, packet in enumerate(packets):
+                if packet[0] == P.PKT_REQUEST and packet[1] == P.CMD_WRITE and self.mode:
+                    self.mode = None
+                    packets[at] = packet[:-1] + bytes([packet[-1] ^ 0x10])
+            data = b"".join(encode(packet) for packet in packets)
         self.inner.write(data, timeout)
 
     def read(self, n, timeout):
@@ -412,7 +507,10 @@ class _LossyTransport(Transport):
         frames = []
         for packet in self._decoder.feed(data):
             frame = encode(packet)
-            if self.mode is not None and packet[0] in (P.PKT_REPLY_OK, P.PKT_REPLY_ERR):
+            if self.mode == "spoil read" and packet[0] == P.PKT_REPLY_OK and packet[1] == P.CMD_READ:
+                self.mode = None  # a READ's last data byte changed, and its CRC made good
+                frame = encode(packet[:-1] + bytes([packet[-1] ^ 0x10]))
+            elif self.mode in ("drop", "corrupt") and packet[0] in (P.PKT_REPLY_OK, P.PKT_REPLY_ERR):
                 mode, self.mode = self.mode, None
                 if mode == "drop":
                     continue
@@ -424,20 +522,70 @@ class _LossyTransport(Transport):
         self.inner.close()
 
 
-@pytest.mark.parametrize("fault", ["drop", "corrupt"])
-def test_lost_or_corrupted_reply_is_retried_and_run_once(open_session, fault):
-    session = open_session(transport_wrapper=_LossyTransport, timeout=1.0, retries=3)
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("fault, lost", [("drop", (0, 1)), ("corrupt", (0, 0)), ("drop request", (1, 0))])
+def test_a_lost_or_corrupted_run_is_recovered_and_run_once(open_session, fault, lost):
+    """A RUN whose reply is corrupted is asked for again at once. One whose request or reply is
+    lost costs a short silence, not its 600-second timeout: the host asks the device what it last
+    answered (QUERY), whose STATE says whether it ever saw the request. The re-send runs it, or is
+    answered with the kept reply: never a second run."""
+    session = open_session(transport_wrapper=_LossyTransport, timeout=5.0, retries=3)
     client = DeviceClient(session)
     inp = _input_with(LOG)
     client.write_tensor(INPUT, inp.tobytes())
     logs = []
     session.log_handler = lambda level, text: logs.append(text)
     session.transport.arm(fault)
-    assert client.run() > 0
-    assert session.retransmissions >= 1
+    assert client.run(timeout=600.0) > 0
+    assert session.retransmissions == 1
     assert logs.count("fixture_guard saw 124") == 1  # the retry was replayed, not run again
+    assert (session.link.lost_requests, session.link.lost_replies) == lost
     _, expected_out = _expected(inp, _read_int8(client, BIAS))
     np.testing.assert_array_equal(_read_int8(client, OUTPUT), expected_out)
+
+
+def test_a_busy_device_is_waited_for_not_asked_twice(open_session):
+    """While a run takes longer than the silence, the device cannot answer the QUERY (it answers
+    after the run); the host keeps waiting without resending anything."""
+    session = open_session(timeout=5.0)
+    client = DeviceClient(session)
+    client.write_tensor(INPUT, _busy_input(150).tobytes())  # a 1.5 s run: past the first silence
+    assert client.run(timeout=60.0) > 0
+    assert session.retransmissions == 0
+    client.ping(b"after")  # the late STATE is ignored, not taken for this reply
+
+
+def test_checksum_is_the_crc32_of_the_tensor_bytes(client):
+    data = os.urandom(5000)
+    client.write_tensor(BIG, data)
+    assert client.checksum(BIG, len(data)) == zlib.crc32(data)
+    assert client.checksum(BIG, 100, offset=17) == zlib.crc32(data[17:117])
+    assert client.checksum(BIAS, N) == zlib.crc32(client.read_tensor(BIAS, N))  # constants too
+    with pytest.raises(DeviceError, match=r"tensor 0 \(input\) checksum of 10 bytes at offset 995"):
+        client.checksum(INPUT, 10, offset=995)
+
+
+@pytest.mark.parametrize("spoil", ["spoil write", "spoil read"])
+def test_a_transfer_spoilt_past_the_crc_is_caught_by_its_checksum(open_session, spoil):
+    """A frame whose spoilt bytes still pass CRC-16 (1 in 65536 random errors do): once the link
+    has shown noise, transfers are checked end to end with the device's CRC-32 of the tensor,
+    and done again when they differ."""
+    session = open_session(transport_wrapper=_LossyTransport, timeout=1.0)
+    client = DeviceClient(session)
+    session.transport.arm("corrupt")  # the link shows noise: one reply arrives corrupted
+    client.ping(b"noise")
+    assert session.retransmissions == 1
+    data = os.urandom(3000)
+    if spoil == "spoil read":
+        client.write_tensor(BIG, data)
+    session.transport.arm(spoil)
+    if spoil == "spoil write":
+        client.write_tensor(BIG, data)
+        session.transport.arm(None)
+        assert client.read_tensor(BIG, len(data)) == data
+    else:
+        assert client.read_tensor(BIG, len(data)) == data
+    assert session.transport.mode is None, "nothing was spoilt"
 
 
 def test_reboot_mid_call_is_reported_and_a_new_session_works(client):

@@ -128,6 +128,31 @@ def test_spoilt_bytes_below_the_pipe_call_are_retried_never_taken(device_exe, fa
         assert client.info().model_name == "fixture"
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("lost", ["request", "reply"])
+def test_a_lost_run_is_asked_about_not_waited_out(device_exe, lost):
+    """The RUN request (or its reply) vanishes below the pipe call: after a short silence the host
+    asks the device what it last answered, and resends; the run happens once, long before its
+    600-second timeout."""
+    drop = f"to:{P.PKT_REQUEST}:{P.CMD_RUN}" if lost == "request" else f"from:{P.PKT_REPLY_OK}:{P.CMD_RUN}"
+    transport = SubprocessTransport([sys.executable, str(PROXY), "--drop-packet", drop, "--",
+                                     str(device_exe)])
+    with ProtocolSession(transport, timeout=5.0, max_packet=512) as session:
+        if session.fast_path != "pipe call":
+            pytest.skip("the framing accelerator did not load (no C compiler?): no pipe call to test")
+        client = DeviceClient(session)
+        data = np.zeros(N, dtype=np.int8)
+        data[0] = LOG_TRIGGER  # each run of the guard kernel logs a line
+        client.write_tensor(INPUT, data.tobytes())
+        logs = []
+        session.log_handler = lambda level, text: logs.append(text)
+        assert client.run(timeout=600.0) > 0
+        assert logs.count("fixture_guard saw 124") == 1, "the run was not made exactly once"
+        assert session.retransmissions == 1
+        lost_counts = (session.link.lost_requests, session.link.lost_replies)
+        assert lost_counts == ((1, 0) if lost == "request" else (0, 1))
+
+
 def test_a_dead_device_is_named_with_its_exit_status(session):
     session.transport._proc.kill()
     session.transport._proc.wait(5)

@@ -105,6 +105,9 @@ def test_json_report_has_what_it_promises(case, full_report):
     assert bench["min"] <= bench["median"] <= bench["max"]
     assert report["validation"]["passed"] is True and report["validation"]["first_failure"] is None
     assert report["validation"]["verdict"].startswith("PASS")
+    link = report["link"]  # a clean pipe: frames came back, none spoilt, packets as negotiated
+    assert link["frames_received"] > 0 and link["frames_corrupted"] == 0 and link["frame_error_rate"] == 0
+    assert link["packet_bytes"] == link["negotiated_packet_bytes"] == device["max_packet"]
 
 
 def test_profile_rows_add_up_to_the_whole_run(case, full_report):

@@ -7,6 +7,7 @@
  *   126: aborts the device (utvm_port_abort(3))
  *   125: reboots the device (utvm_port_reset)
  *   124: sends a device log line
+ *   123: keeps the device busy for input[1] x 10 ms (its own clock), as a slow kernel does
  * Tensor 4 ("big", uint8) is touched by no kernel: it is there for large transfers.
  */
 #include <stddef.h>
@@ -89,6 +90,13 @@ static int32_t fixture_guard(uint8_t *arena) {
     case 124:
       utvm_log(UTVM_LOG_INFO, "fixture_guard saw 124");
       return 0;
+    case 123: {
+      uint64_t start = utvm_port_timer_ticks();
+      uint64_t busy = utvm_port_timer_hz() / 100u * arena[OFF_INPUT + 1];
+      while (utvm_port_timer_ticks() - start < busy) {
+      }
+      return 0;
+    }
     default:
       return 0;
   }

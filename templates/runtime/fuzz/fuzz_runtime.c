@@ -60,6 +60,9 @@ static void check_device_packet(const uint8_t *p, uint32_t len, void *ctx) {
     case UTVM_PKT_LOG:
       CHECK(len >= 2u && len <= 2u + UTVM_LOG_MAX_TEXT);
       break;
+    case UTVM_PKT_STATE:
+      CHECK(len == UTVM_STATE_BYTES);
+      break;
     case UTVM_PKT_REPLY_OK:
     case UTVM_PKT_REPLY_ERR:
       CHECK(len >= UTVM_MSG_HEADER_BYTES && len <= reply_limit);
@@ -124,12 +127,18 @@ static uint32_t put_escaped(uint8_t *out, const uint8_t *data, uint32_t n) {
   return k;
 }
 
-/* TIME runs the model number x repeat times, as asked: a u32 number would keep
- * one input busy for hours. Keep the fuzzer's requests short. */
+/* TIME runs the model number x repeat times, as asked, up to UTVM_TIME_MAX_CALLS calls: still
+ * seconds per input. Keep the fuzzer's requests short, but let the ones the device must refuse
+ * (more than UTVM_TIME_MAX_CALLS calls) through as they are. */
 #define FUZZ_MAX_TIME_NUMBER 16u
 
 static void bound_time_args(uint8_t cmd, uint8_t *args, uint32_t len) {
-  if (cmd == UTVM_CMD_TIME && len >= UTVM_TIME_ARGS_BYTES && utvm_get_u32(args + 4) > FUZZ_MAX_TIME_NUMBER) {
+  uint32_t number;
+  if (cmd != UTVM_CMD_TIME || len < UTVM_TIME_ARGS_BYTES) {
+    return;
+  }
+  number = utvm_get_u32(args + 4);
+  if (number > FUZZ_MAX_TIME_NUMBER && (uint64_t)number * utvm_get_u32(args + 8) <= UTVM_TIME_MAX_CALLS) {
     utvm_put_u32(args + 4, FUZZ_MAX_TIME_NUMBER);
   }
 }

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 FLAG, ESC, XOR = 0x7E, 0x7D, 0x20
-HELLO, REQUEST = 0x01, 0x10
+HELLO, QUERY, REQUEST = 0x01, 0x05, 0x10
 PING, INFO, TENSOR_INFO, KERNEL_INFO = 0x01, 0x02, 0x03, 0x04
-WRITE, READ, RUN, RUN_KERNEL, TIME, RESET = 0x10, 0x11, 0x20, 0x21, 0x22, 0x30
+WRITE, READ, CHECKSUM, RUN, RUN_KERNEL, TIME, RESET = 0x10, 0x11, 0x12, 0x20, 0x21, 0x22, 0x30
 MODE_WIRE, MODE_SESSION, MODE_DISPATCH = 0, 1, 2
 TENSOR_BYTES = 16
 
@@ -34,6 +34,8 @@ COMMANDS = [
     ("ping_escapes", PING, bytes(range(0x70, 0x80)) * 5 + b"\x7d" * 3 + b"\x7e\x7d\x41" * 20),
     ("read_output", READ, struct.pack("<HHIII", 3, 0, 0, TENSOR_BYTES, TENSOR_BYTES)),
     ("read_weight", READ, struct.pack("<HHIII", 1, 0, 4, 8, TENSOR_BYTES)),
+    ("checksum_input", CHECKSUM, struct.pack("<HHII", 0, 0, 0, TENSOR_BYTES)),
+    ("checksum_out_of_bounds", CHECKSUM, struct.pack("<HHII", 3, 0, 8, 0xFFFFFFFC)),
     ("run", RUN, b""),
     *((f"run_kernel_{i}", RUN_KERNEL, struct.pack("<H", i)) for i in range(2)),
     ("time_model", TIME, struct.pack("<HHII", 0xFFFF, 0, 2, 3)),
@@ -47,6 +49,12 @@ COMMANDS = [
     ("bad_length", INFO, b"\0"),
     ("time_zero", TIME, struct.pack("<HHII", 0xFFFF, 0, 0, 0)),
     ("time_huge_repeat", TIME, struct.pack("<HHII", 0xFFFF, 0, 1, 10000)),
+    ("time_absurd_count", TIME, struct.pack("<HHII", 0xFFFF, 0, 0xFFFFFFFF, 1)),
+    # Records read from an offset (the next packet's worth), and from past their end.
+    ("info_from_offset", INFO, struct.pack("<I", 40)),
+    ("info_past_end", INFO, struct.pack("<I", 0xFFFFFFF0)),
+    ("tensor_info_from_offset", TENSOR_INFO, struct.pack("<HI", 2, 12)),
+    ("kernel_info_from_offset", KERNEL_INFO, struct.pack("<HI", 1, 3)),
 ]
 
 
@@ -92,6 +100,9 @@ def seeds() -> dict[str, bytes]:
     # Oversized by escaped bytes: the framer's buffer fills up in the middle of escapes.
     out["wire_oversized_escapes"] = bytes([MODE_WIRE, FLAG]) + b"\x7d\x5e" * 600 + frame(hello())
     out["wire_bad_escape"] = bytes([MODE_WIRE, FLAG]) + b"\x7d\x41" + frame(hello())[1:]
+    # QUERY before any session, then after a request (the STATE names it), and a short one.
+    out["wire_query"] = bytes([MODE_WIRE]) + frame(struct.pack("<BBH", QUERY, 0, 7)) + frame(hello()) + frame(
+        request(PING, b"q")) + frame(struct.pack("<BBH", QUERY, 0, 8)) + frame(bytes([QUERY, 0]))
     out["wire_hello_then_requests"] = bytes([MODE_WIRE]) + frame(hello()) + b"".join(
         frame(request(c, a, seq=i + 1)) for i, (_, c, a) in enumerate(COMMANDS[:8])
     )

@@ -32,6 +32,29 @@ static uint32_t alloc_count;
 
 static char last_error[UTVM_BACKEND_ERROR_BYTES];
 
+/* text.h's builders live here: every build of the runtime links this file (the host reference
+ * runner links it alone). */
+void utvm_text_str(utvm_text_t *t, const char *s) {
+  if (s == 0) {
+    s = "(null)";
+  }
+  while (*s != '\0' && t->len + 1u < t->cap) {
+    t->buf[t->len++] = *s++;
+  }
+  t->buf[t->len] = '\0';
+}
+
+void utvm_text_u32(utvm_text_t *t, uint32_t v) {
+  char digits[11];
+  uint32_t n = sizeof digits - 1u;
+  digits[n] = '\0';
+  do {
+    digits[--n] = (char)('0' + v % 10u);
+    v /= 10u;
+  } while (v != 0u);
+  utvm_text_str(t, digits + n);
+}
+
 void utvm_backend_init(uint8_t *workspace, uint32_t nbytes) {
   ws_base = workspace;
   ws_size = workspace != NULL ? nbytes : 0u;

@@ -24,18 +24,18 @@ int32_t utvm_commands_init(void) {
   model_problem = NULL;
   utvm_plan_init();
   if (m->abi_version != UTVM_MODEL_ABI_VERSION) {
-    model_problem = "model ABI version differs from the runtime's; regenerate the project";
+    model_problem = "model ABI version differs from the runtime's";
   } else if (m->arena_bytes > utvm_plan_arena_capacity()) {
-    model_problem = "model arena is larger than UTVM_MODEL_ARENA_BYTES; regenerate the project";
+    model_problem = "model arena is larger than UTVM_MODEL_ARENA_BYTES";
   } else if (m->workspace_bytes > utvm_plan_workspace_capacity()) {
-    model_problem = "model workspace is larger than UTVM_MODEL_WORKSPACE_BYTES; regenerate the project";
+    model_problem = "model workspace is larger than UTVM_MODEL_WORKSPACE_BYTES";
   } else {
     for (i = 0; i < m->num_tensors; i++) {
       const utvm_tensor_t *t = &m->tensors[i];
       if (t->storage == UTVM_STORAGE_CONST ? t->data == NULL
                                            : (t->offset > m->arena_bytes ||
                                               t->nbytes > m->arena_bytes - t->offset)) {
-        model_problem = "model tensor table points outside the arena; regenerate the project";
+        model_problem = "model tensor table points outside the arena";
       }
     }
   }
@@ -103,22 +103,63 @@ static int32_t check_room(utvm_reply_t *r, uint32_t n) {
   return -1;
 }
 
-static void put_u16_list(utvm_reply_t *r, const uint16_t *ids, uint16_t n) {
-  uint16_t i;
-  for (i = 0; i < n; i++) {
-    utvm_put_u16(r->buf + r->len, ids[i]);
-    r->len += 2u;
+/* A record reply (INFO, TENSOR_INFO, KERNEL_INFO): the record is written byte by byte, and only
+ * its bytes from `skip` on that fit the packet land in the reply. The host asks again from where
+ * the reply ended until a reply comes back short, so a record of any size crosses any packet. */
+typedef struct {
+  utvm_reply_t *r;
+  uint32_t skip; /* record bytes before the reply's first */
+  uint32_t pos;  /* record bytes written so far */
+} record_t;
+
+static void rec_bytes(record_t *w, const uint8_t *p, uint32_t n) {
+  for (; n > 0u; n--, w->pos++) {
+    if (w->pos >= w->skip && w->pos - w->skip < w->r->cap) {
+      w->r->buf[w->pos - w->skip] = *p;
+    }
+    p++;
   }
 }
 
-/* Append a NUL-terminated string, cut to the room left (skipped when none). */
-static void put_string(utvm_reply_t *r, const char *s) {
-  utvm_text_t t;
-  if (r->len < r->cap) {
-    utvm_text_init(&t, (char *)r->buf + r->len, r->cap - r->len);
-    utvm_text_str(&t, s);
-    r->len += t.len + 1u;
+/* `nbytes` (at most 4) bytes of v, little-endian. */
+static void rec_le(record_t *w, uint32_t v, uint32_t nbytes) {
+  uint8_t b[4];
+  utvm_put_u32(b, v);
+  rec_bytes(w, b, nbytes);
+}
+
+static void rec_u16_list(record_t *w, const uint16_t *ids, uint16_t n) {
+  uint16_t i;
+  for (i = 0; i < n; i++) {
+    rec_le(w, ids[i], 2);
   }
+}
+
+/* A string and its NUL. */
+static void rec_string(record_t *w, const char *s) {
+  if (s == NULL) {
+    s = "";
+  }
+  do {
+    rec_le(w, (uint8_t)*s, 1);
+  } while (*s++ != '\0');
+}
+
+/* The record's reply: its bytes from `skip` on, as many as fit (none from past its end). */
+static void rec_end(record_t *w) {
+  uint32_t left = w->skip < w->pos ? w->pos - w->skip : 0u;
+  w->r->len = left < w->r->cap ? left : w->r->cap;
+}
+
+/* A record command's arguments: `fixed` bytes, then optionally the u32 record offset to start at. */
+static int32_t record_args(utvm_reply_t *r, uint8_t cmd, const uint8_t *args, uint32_t args_len, uint32_t fixed,
+                           uint32_t *skip) {
+  if (args_len == fixed + UTVM_RECORD_OFFSET_BYTES) {
+    *skip = utvm_get_u32(args + fixed);
+    return 0;
+  }
+  *skip = 0;
+  return check_len(r, cmd, args_len, fixed, 0);
 }
 
 static int32_t check_model(utvm_reply_t *r) {
@@ -126,6 +167,7 @@ static int32_t check_model(utvm_reply_t *r) {
     return 0;
   }
   utvm_text_str(utvm_reply_fail(r, UTVM_ERR_MODEL_MISMATCH), model_problem);
+  utvm_text_str(&r->text, "; regenerate the project");
   return -1;
 }
 
@@ -190,12 +232,9 @@ static void kernel_failed(utvm_reply_t *r, uint16_t index) {
   utvm_text_str(t, why[0] != '\0' ? why : "it returned an error without a message");
 }
 
-static void cmd_info(utvm_reply_t *r) {
+static void cmd_info(record_t *w) {
   const utvm_model_t *m = &utvm_model;
-  uint8_t *p = r->buf;
-  if (check_room(r, UTVM_INFO_FIXED_BYTES + 2u * ((uint32_t)m->num_inputs + m->num_outputs)) != 0) {
-    return;
-  }
+  uint8_t p[UTVM_INFO_FIXED_BYTES];
   utvm_put_u32(p + 0, UTVM_RUNTIME_VERSION);
   utvm_put_u32(p + 4, m->arena_bytes);
   utvm_put_u32(p + 8, m->workspace_bytes);
@@ -209,51 +248,62 @@ static void cmd_info(utvm_reply_t *r) {
   utvm_put_u16(p + 36, UTVM_RX_WINDOW);
   p[38] = (uint8_t)m->abi_version;
   p[39] = UTVM_PROTOCOL_VERSION;
-  r->len = UTVM_INFO_FIXED_BYTES;
-  put_u16_list(r, m->inputs, m->num_inputs);
-  put_u16_list(r, m->outputs, m->num_outputs);
-  put_string(r, m->name);
-  put_string(r, m->hash);
-  put_string(r, utvm_port_board_name());
+  rec_bytes(w, p, sizeof p);
+  rec_u16_list(w, m->inputs, m->num_inputs);
+  rec_u16_list(w, m->outputs, m->num_outputs);
+  rec_string(w, m->name);
+  rec_string(w, m->hash);
+  rec_string(w, utvm_port_board_name());
 }
 
-static void cmd_tensor_info(utvm_reply_t *r, uint16_t id) {
-  const utvm_tensor_t *t;
+static void cmd_tensor_info(record_t *w, uint16_t id) {
+  const utvm_tensor_t *t = &utvm_model.tensors[id];
+  uint8_t p[12];
   uint32_t i;
-  if (check_tensor(r, id) != 0) {
-    return;
-  }
-  t = &utvm_model.tensors[id];
-  if (check_room(r, 12u + 4u * t->ndim) != 0) {
-    return;
-  }
-  r->buf[0] = t->storage;
-  r->buf[1] = t->dtype_code;
-  r->buf[2] = t->dtype_bits;
-  r->buf[3] = t->ndim;
-  utvm_put_u32(r->buf + 4, t->offset);
-  utvm_put_u32(r->buf + 8, t->nbytes);
-  r->len = 12;
+  p[0] = t->storage;
+  p[1] = t->dtype_code;
+  p[2] = t->dtype_bits;
+  p[3] = t->ndim;
+  utvm_put_u32(p + 4, t->offset);
+  utvm_put_u32(p + 8, t->nbytes);
+  rec_bytes(w, p, sizeof p);
   for (i = 0; i < t->ndim; i++) {
-    utvm_put_u32(r->buf + r->len, (uint32_t)t->shape[i]);
-    r->len += 4u;
+    rec_le(w, (uint32_t)t->shape[i], 4);
   }
-  put_string(r, t->name);
+  rec_string(w, t->name);
 }
 
-static void cmd_kernel_info(utvm_reply_t *r, uint16_t index) {
-  const utvm_kernel_t *k;
-  if (check_kernel(r, index) != 0) {
+static void cmd_kernel_info(record_t *w, uint16_t index) {
+  const utvm_kernel_t *k = &utvm_model.kernels[index];
+  rec_le(w, k->num_args, 2);
+  rec_u16_list(w, k->args, k->num_args);
+  rec_string(w, k->name);
+}
+
+/* INFO, TENSOR_INFO (u16 id) or KERNEL_INFO (u16 index), each with an optional record offset. */
+static void cmd_record(utvm_reply_t *r, uint8_t cmd, const uint8_t *args, uint32_t args_len) {
+  uint32_t fixed = cmd == UTVM_CMD_INFO ? 0u : 2u;
+  uint16_t id = fixed != 0u && args_len >= fixed ? utvm_get_u16(args) : 0u;
+  record_t w;
+  w.r = r;
+  w.pos = 0;
+  if (check_model(r) != 0 || record_args(r, cmd, args, args_len, fixed, &w.skip) != 0) {
     return;
   }
-  k = &utvm_model.kernels[index];
-  if (check_room(r, 2u + 2u * (uint32_t)k->num_args) != 0) { /* 16-bit int: no wrap */
-    return;
+  if (cmd == UTVM_CMD_INFO) {
+    cmd_info(&w);
+  } else if (cmd == UTVM_CMD_TENSOR_INFO) {
+    if (check_tensor(r, id) != 0) {
+      return;
+    }
+    cmd_tensor_info(&w, id);
+  } else {
+    if (check_kernel(r, id) != 0) {
+      return;
+    }
+    cmd_kernel_info(&w, id);
   }
-  utvm_put_u16(r->buf, k->num_args);
-  r->len = 2;
-  put_u16_list(r, k->args, k->num_args);
-  put_string(r, k->name);
+  rec_end(&w);
 }
 
 static void cmd_write(utvm_reply_t *r, const uint8_t *args, uint32_t args_len) {
@@ -293,6 +343,45 @@ static void cmd_read(utvm_reply_t *r, const uint8_t *args) {
   r->tail_len = len;
 }
 
+/* CRC-32 (IEEE 802.3, as zlib's crc32). The host checks whole tensors with it once its link has
+ * shown noise, which a frame's CRC-16 might miss. A bit at a time, with no table, unless the CRC
+ * tables are built in anyway (UTVM_CRC_TABLE >= 1, fast links): then a nibble at a time. */
+static uint32_t crc32_of(const uint8_t *p, uint32_t n) {
+#if UTVM_CRC_TABLE >= 1
+  static const uint32_t table[16] = {
+      0x00000000u, 0x1DB71064u, 0x3B6E20C8u, 0x26D930ACu, 0x76DC4190u, 0x6B6B51F4u, 0x4DB26158u, 0x5005713Cu,
+      0xEDB88320u, 0xF00F9344u, 0xD6D6A3E8u, 0xCB61B38Cu, 0x9B64C2B0u, 0x86D3D2D4u, 0xA00AE278u, 0xBDBDF21Cu};
+#endif
+  uint32_t crc = 0xFFFFFFFFu;
+  uint32_t i;
+  for (i = 0; i < n; i++) {
+    crc ^= p[i];
+#if UTVM_CRC_TABLE >= 1
+    crc = (crc >> 4) ^ table[crc & 15u];
+    crc = (crc >> 4) ^ table[crc & 15u];
+#else
+    {
+      int k;
+      for (k = 0; k < 8; k++) {
+        crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+      }
+    }
+#endif
+  }
+  return crc ^ 0xFFFFFFFFu;
+}
+
+static void cmd_checksum(utvm_reply_t *r, const uint8_t *args) {
+  uint16_t id = utvm_get_u16(args);
+  uint32_t offset = utvm_get_u32(args + 4);
+  uint32_t len = utvm_get_u32(args + 8);
+  if (check_tensor(r, id) != 0 || check_span(r, id, "checksum", offset, len, len) != 0 || check_room(r, 4) != 0) {
+    return;
+  }
+  utvm_put_u32(r->buf, crc32_of(utvm_plan_tensor_data(id) + offset, len));
+  r->len = 4;
+}
+
 /* Run the model (kernel == UTVM_TIME_WHOLE_MODEL) or one kernel; 0 on success. */
 static int32_t run_target(utvm_reply_t *r, uint16_t kernel) {
   int32_t rc;
@@ -310,7 +399,41 @@ static int32_t run_target(utvm_reply_t *r, uint16_t kernel) {
   return rc;
 }
 
+/* The timer ticks one TIME request may take (UTVM_TIME_LIMIT_MS). No 64-bit division: on a
+ * Cortex-M that would link libgcc's, most of a kilobyte. */
+static uint64_t time_limit_ticks(void) {
+  uint64_t hz = utvm_port_timer_hz();
+  uint32_t per_ms = (hz > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)hz) / 1000u;
+  return (uint64_t)(per_ms != 0u ? per_ms : 1u) * UTVM_TIME_LIMIT_MS;
+}
+
+/* Is it past `deadline` (in timer ticks)? */
+static int time_up(uint64_t deadline) {
+  return utvm_port_timer_ticks() > deadline;
+}
+
+/* A TIME that asks for too many calls, or ran out of time after `done` of `calls`. */
+static void time_refused(utvm_reply_t *r, uint32_t number, uint32_t repeat, uint32_t done) {
+  utvm_text_t *t = utvm_reply_fail(r, UTVM_ERR_TOO_LARGE);
+  utvm_text_str(t, "TIME of ");
+  utvm_text_u32(t, number);
+  utvm_text_str(t, " x ");
+  utvm_text_u32(t, repeat);
+  if (done == 0u) {
+    utvm_text_str(t, " calls exceeds ");
+    utvm_text_u32(t, UTVM_TIME_MAX_CALLS);
+  } else {
+    utvm_text_str(t, " calls stopped after ");
+    utvm_text_u32(t, done);
+    utvm_text_str(t, ": UTVM_TIME_LIMIT_MS is ");
+    utvm_text_u32(t, UTVM_TIME_LIMIT_MS);
+  }
+}
+
 static void cmd_time(utvm_reply_t *r, uint16_t kernel, uint32_t number, uint32_t repeat) {
+  uint32_t calls;
+  uint32_t done = 0;
+  uint64_t deadline;
   uint32_t i;
   uint32_t n;
   if (kernel != UTVM_TIME_WHOLE_MODEL && check_kernel(r, kernel) != 0) {
@@ -329,14 +452,29 @@ static void cmd_time(utvm_reply_t *r, uint16_t kernel, uint32_t number, uint32_t
     utvm_text_str(t, " tick counts a packet holds");
     return;
   }
+  if (number > UTVM_TIME_MAX_CALLS / repeat) { /* number x repeat > UTVM_TIME_MAX_CALLS */
+    time_refused(r, number, repeat, 0);
+    return;
+  }
+  calls = number * repeat;
+  deadline = utvm_port_timer_ticks() + time_limit_ticks();
   for (i = 0; i < repeat; i++) {
     uint64_t start = utvm_port_timer_ticks();
     for (n = 0; n < number; n++) {
       if (run_target(r, kernel) != 0) {
         return;
       }
+      /* The clock is read inside the timed calls only every 64th call, so it barely shows in them. */
+      if ((++done & 63u) == 0u && done < calls && time_up(deadline)) {
+        time_refused(r, number, repeat, done);
+        return;
+      }
     }
     utvm_put_u64(r->buf + 8u * i, utvm_port_timer_ticks() - start);
+    if (done < calls && time_up(deadline)) {
+      time_refused(r, number, repeat, done);
+      return;
+    }
   }
   r->len = 8u * repeat;
 }
@@ -360,19 +498,9 @@ void utvm_commands_dispatch(uint8_t cmd, const uint8_t *args, uint32_t args_len,
       }
       break;
     case UTVM_CMD_INFO:
-      if (check_model(r) == 0 && check_len(r, cmd, args_len, 0, 0) == 0) {
-        cmd_info(r);
-      }
-      break;
     case UTVM_CMD_TENSOR_INFO:
-      if (check_model(r) == 0 && check_len(r, cmd, args_len, 2, 0) == 0) {
-        cmd_tensor_info(r, utvm_get_u16(args));
-      }
-      break;
     case UTVM_CMD_KERNEL_INFO:
-      if (check_model(r) == 0 && check_len(r, cmd, args_len, 2, 0) == 0) {
-        cmd_kernel_info(r, utvm_get_u16(args));
-      }
+      cmd_record(r, cmd, args, args_len);
       break;
     case UTVM_CMD_WRITE:
       if (check_model(r) == 0 && check_len(r, cmd, args_len, UTVM_WRITE_ARGS_BYTES, 1) == 0) {
@@ -382,6 +510,11 @@ void utvm_commands_dispatch(uint8_t cmd, const uint8_t *args, uint32_t args_len,
     case UTVM_CMD_READ:
       if (check_model(r) == 0 && check_len(r, cmd, args_len, UTVM_READ_ARGS_BYTES, 0) == 0) {
         cmd_read(r, args);
+      }
+      break;
+    case UTVM_CMD_CHECKSUM:
+      if (check_model(r) == 0 && check_len(r, cmd, args_len, UTVM_CHECKSUM_ARGS_BYTES, 0) == 0) {
+        cmd_checksum(r, args);
       }
       break;
     case UTVM_CMD_RUN:

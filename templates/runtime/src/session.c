@@ -1,7 +1,8 @@
 /*
  * The session layer: boot announcement, the HELLO/WELCOME handshake, request
  * checks (session id, sequence number), replay of the last reply when the host
- * retries, and LOG packets. Owns the receive and transmit buffers.
+ * retries, answers to QUERY (what was answered last), and LOG packets. Owns the
+ * receive and transmit buffers.
  */
 #include <stddef.h>
 #include <string.h>
@@ -130,6 +131,24 @@ static void handle_request(const uint8_t *p, uint32_t len) {
   }
 }
 
+/* What the device answered last, for a host that heard nothing back: from a separate buffer, so
+ * the kept reply stays as it is for the replay of a resent request. */
+static void handle_query(const uint8_t *p, uint32_t len) {
+  uint8_t state[UTVM_STATE_BYTES];
+  if (len < UTVM_QUERY_BYTES) {
+    return;
+  }
+  state[0] = UTVM_PKT_STATE;
+  state[1] = tx_cmd; /* with tx_seq, meaningful only with the KEPT flag */
+  state[2] = p[2];   /* the probe id, echoed */
+  state[3] = p[3];
+  utvm_put_u32(state + 4, session_id);
+  utvm_put_u16(state + 8, tx_seq);
+  state[10] = tx_valid ? UTVM_STATE_KEPT : 0u;
+  state[11] = 0;
+  (void)utvm_frame_send(state, UTVM_STATE_BYTES, NULL, 0);
+}
+
 void utvm_runtime_handle_packet(const uint8_t *packet, uint32_t len) {
   if (len == 0u) {
     return;
@@ -138,6 +157,8 @@ void utvm_runtime_handle_packet(const uint8_t *packet, uint32_t len) {
     handle_hello(packet, len);
   } else if (packet[0] == UTVM_PKT_REQUEST) {
     handle_request(packet, len);
+  } else if (packet[0] == UTVM_PKT_QUERY) {
+    handle_query(packet, len);
   }
   /* Anything else (a device packet echoed back, an unknown kind) is ignored. */
 }

@@ -80,6 +80,14 @@
 #define UTVM_ESCAPE_SIMD 2
 #endif
 
+/* How long one TIME request may keep the device busy, in milliseconds of its own timer: once
+ * past it, no further call starts and the request ends with a TOO_LARGE error (a single call,
+ * such as RUN, always completes). While it runs a TIME the device hears nothing, not even a new
+ * HELLO, so this bounds how long a mistaken request can hold it. */
+#ifndef UTVM_TIME_LIMIT_MS
+#define UTVM_TIME_LIMIT_MS 60000
+#endif
+
 /* Requests the host may send before waiting for replies (reported to the host
  * at the handshake). Keep 1 unless the link buffers whole packets while the
  * device is busy (pipes, TCP, USB CDC): a bare UART would drop bytes. */

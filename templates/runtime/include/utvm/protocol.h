@@ -1,7 +1,9 @@
 /*
  * Wire constants of the host-driven protocol (docs/host-driven-protocol.md is
- * the spec of record; host_driven/session.py and device.py mirror these) and
- * little-endian field helpers that work on any alignment and byte order.
+ * the spec of record) and little-endian field helpers that work on any
+ * alignment and byte order. The host keeps the same constants in
+ * host_driven/protocol.py; tests/test_protocol_tables.py checks that every
+ * name here has its twin there with the same value, and the other way round.
  */
 #ifndef UTVM_PROTOCOL_H_
 #define UTVM_PROTOCOL_H_
@@ -26,6 +28,8 @@ enum utvm_packet_kind {
   UTVM_PKT_WELCOME = 0x02,   /* device -> host: answer to HELLO */
   UTVM_PKT_ANNOUNCE = 0x03,  /* device -> host: unsolicited, after every boot */
   UTVM_PKT_LOG = 0x04,       /* device -> host: a log line, at any time */
+  UTVM_PKT_QUERY = 0x05,     /* host -> device: which request did you answer last? */
+  UTVM_PKT_STATE = 0x06,     /* device -> host: answer to QUERY */
   UTVM_PKT_REQUEST = 0x10,   /* host -> device: a command */
   UTVM_PKT_REPLY_OK = 0x11,  /* device -> host: the command's result */
   UTVM_PKT_REPLY_ERR = 0x12  /* device -> host: status code + message */
@@ -36,6 +40,12 @@ enum utvm_packet_kind {
 #define UTVM_ANNOUNCE_BYTES 8u
 /* REQUEST and REPLY headers: kind, cmd, u16 seq, u32 session. */
 #define UTVM_MSG_HEADER_BYTES 8u
+/* QUERY: kind, reserved, u16 probe id. STATE: kind, last cmd, u16 probe id, u32 session id,
+ * u16 last seq, u8 flags (UTVM_STATE_KEPT: a reply is kept), reserved. Answering a QUERY leaves the
+ * kept reply alone, so a request resent after it is still replayed, never executed twice. */
+#define UTVM_QUERY_BYTES 4u
+#define UTVM_STATE_BYTES 12u
+#define UTVM_STATE_KEPT 0x01u
 
 enum utvm_command {
   UTVM_CMD_PING = 0x01,
@@ -44,6 +54,7 @@ enum utvm_command {
   UTVM_CMD_KERNEL_INFO = 0x04,
   UTVM_CMD_WRITE = 0x10,
   UTVM_CMD_READ = 0x11,
+  UTVM_CMD_CHECKSUM = 0x12,
   UTVM_CMD_RUN = 0x20,
   UTVM_CMD_RUN_KERNEL = 0x21,
   UTVM_CMD_TIME = 0x22,
@@ -52,9 +63,17 @@ enum utvm_command {
 
 #define UTVM_WRITE_ARGS_BYTES 12u /* u16 tensor, u16 flags, u32 offset, u32 total; data follows */
 #define UTVM_READ_ARGS_BYTES 16u  /* u16 tensor, u16 flags, u32 offset, u32 nbytes, u32 total */
+#define UTVM_CHECKSUM_ARGS_BYTES 12u /* u16 tensor, u16 flags, u32 offset, u32 nbytes: CRC-32 back */
 #define UTVM_TIME_ARGS_BYTES 12u  /* u16 kernel (0xFFFF = model), u16 flags, u32 number, u32 repeat */
+/* INFO, TENSOR_INFO and KERNEL_INFO reply with a record: its bytes from 0, or from the u32 offset
+ * that may follow the command's arguments, as many as fit the packet. */
+#define UTVM_RECORD_OFFSET_BYTES 4u
 #define UTVM_INFO_FIXED_BYTES 40u
+/* TENSOR_INFO's fixed part: u8 storage, dtype code, dtype bits, ndim, u32 offset, u32 nbytes. */
+#define UTVM_TENSOR_INFO_FIXED_BYTES 12u
 #define UTVM_TIME_WHOLE_MODEL 0xFFFFu
+/* The most calls (number x repeat) one TIME request may make; more is refused with TOO_LARGE. */
+#define UTVM_TIME_MAX_CALLS 16777216u
 
 /* Status codes carried by REPLY_ERR. */
 enum utvm_status {

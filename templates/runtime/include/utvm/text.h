@@ -21,29 +21,11 @@ static inline void utvm_text_init(utvm_text_t *t, char *buf, uint32_t cap) {
   buf[0] = '\0';
 }
 
-static inline void utvm_text_str(utvm_text_t *t, const char *s) {
-  if (s == 0) {
-    s = "(null)";
-  }
-  while (*s != '\0' && t->len + 1u < t->cap) {
-    t->buf[t->len++] = *s++;
-  }
-  t->buf[t->len] = '\0';
-}
+/* Append s ("(null)" for NULL), cut to the room left. Defined once, in backend.c: out of line,
+ * as every file that writes messages calls them and a copy in each costs a Cortex-M's flash. */
+void utvm_text_str(utvm_text_t *t, const char *s);
 
-static inline void utvm_text_u32(utvm_text_t *t, uint32_t v) {
-  char digits[10];
-  char one[2];
-  uint32_t n = 0;
-  do {
-    digits[n++] = (char)('0' + v % 10u);
-    v /= 10u;
-  } while (v != 0u);
-  one[1] = '\0';
-  while (n > 0u) {
-    one[0] = digits[--n];
-    utvm_text_str(t, one);
-  }
-}
+/* Append v in decimal. */
+void utvm_text_u32(utvm_text_t *t, uint32_t v);
 
 #endif /* UTVM_TEXT_H_ */

@@ -9,8 +9,10 @@
 int main(int argc, char **argv) {
   (void)argc;
   utvm_posix_set_argv(argv);
-  /* A host that went away must end serve() through a write error, not a signal. */
+  /* A host that went away must end serve() through a write error, not a signal; while the
+   * device is busy, the watch ends it. */
   signal(SIGPIPE, SIG_IGN);
+  utvm_posix_watch_host();
   utvm_runtime_init();
   utvm_runtime_serve();
   return 0;

@@ -1,11 +1,15 @@
 /*
  * The POSIX port: the link is the process's stdin/stdout as binary pipes, the
  * timer is CLOCK_MONOTONIC in nanoseconds, reset re-executes the program and
- * abort exits with the code. Nothing else may write to stdout.
+ * abort exits with the code. Nothing else may write to stdout. A watch thread
+ * ends the process once nobody reads its stdout (the host is gone), even in
+ * the middle of a long kernel.
  */
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -25,6 +29,30 @@
 static char **saved_argv;
 
 void utvm_posix_set_argv(char **argv) { saved_argv = argv; }
+
+/* poll() with no events still reports POLLERR on a pipe's write end once its last reader has
+ * closed, and POLLHUP on a socket or terminal that hung up: the host that would read the replies
+ * is gone (it exited, was killed, or closed the link), so there is nothing left to serve. */
+static void *watch_host(void *unused) {
+  struct pollfd out;
+  (void)unused;
+  out.fd = STDOUT_FILENO;
+  out.events = 0;
+  for (;;) {
+    out.revents = 0;
+    if (poll(&out, 1, -1) > 0 && (out.revents & (POLLERR | POLLHUP | POLLNVAL)) != 0) {
+      _exit(UTVM_POSIX_EXIT_HOST_GONE);
+    }
+  }
+  return NULL;
+}
+
+void utvm_posix_watch_host(void) {
+  pthread_t thread;
+  if (pthread_create(&thread, NULL, watch_host, NULL) == 0) {
+    (void)pthread_detach(thread);
+  }
+}
 
 static int32_t write_all(const uint8_t *data, uint32_t n) {
   while (n > 0u) {
