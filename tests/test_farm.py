@@ -47,7 +47,7 @@ def _stop_what_the_test_started():
 
 QEMU_KEY_BOARD = "mps2_an386"
 # A benchmark this long keeps the device busy for many seconds: the tests kill someone during it.
-BUSY_RUNS = 30_000_000
+BUSY_RUNS = 16_000_000  # under the device's bound of 2**24 calls per TIME request
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +234,9 @@ def test_a_client_killed_mid_run_frees_the_board(tmp_path, tracker, models):
                               "--queue-timeout", "120")
         assert client.wait(600) == 0, client.text()
         _outputs_match(tmp_path / "after.npz", models["expected"]["qemu"])
-        node.wait_for(r"(?s)the client went away mid-session.*session over")
+        # Whether the client died inside a read the node was serving (the node notices it) or between
+        # two calls (TVM's loop ends), the node ends that session and frees the board.
+        node.wait_for(r"(?s)session opened.*session over.*session opened.*session over")
         _assert_clean(node)
     finally:
         _stop_node(node)
