@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 # Debian packages for the toolchains and emulators the suite drives (installed only when run as root).
 APT_PACKAGES := build-essential clang llvm lld libclang-rt-14-dev gcc-arm-none-eabi libnewlib-arm-none-eabi \
-	qemu-system-arm binutils-arm-none-eabi gcc-aarch64-linux-gnu libc6-dev-arm64-cross openocd
+	qemu-system-arm binutils-arm-none-eabi gcc-aarch64-linux-gnu libc6-dev-arm64-cross openocd \
+	qemu-user openssh-server openssh-client mmdebstrap
 PYTEST_ARGS ?=
 
 .PHONY: all venv system-deps demo test lint clean

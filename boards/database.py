@@ -58,7 +58,9 @@ class Board:
     clock: Optional[dict] = None
     zephyr_board: Optional[str] = None
     arduino_fqbn: Optional[str] = None
-    gpu: Optional[dict] = None
+    gpu: Optional[dict] = None  # {"kind": "cuda", "arch", "cores", "tvm_tag"}: the TVM target tag of the GPU
+    # Compiler flags for the CPU when GCC has no -mcpu of the `cpu` name (Carmel: -march=armv8.2-a+fp16).
+    cc_flags: Optional[tuple] = None
 
     @property
     def flash_runners(self) -> tuple:
@@ -99,7 +101,7 @@ class Board:
 _FIELDS = {f.name: f for f in dataclasses.fields(Board)}
 _REQUIRED = [f.name for f in dataclasses.fields(Board)
              if f.default is dataclasses.MISSING and f.name != "name"]
-_TUPLE_FIELDS = ("platforms", "usb_vid_pid")
+_TUPLE_FIELDS = ("platforms", "usb_vid_pid", "cc_flags")
 
 
 def _problems(name: str, rec: Any, names: set) -> list:
@@ -230,7 +232,7 @@ def _load(path: str) -> dict:
 def _make(name: str, rec: dict) -> Board:
     fields = copy.deepcopy(rec)
     for key in _TUPLE_FIELDS:
-        if key in fields:
+        if fields.get(key) is not None:
             fields[key] = tuple(fields[key])
     return Board(name=name, **fields)
 

@@ -64,6 +64,6 @@ def handler(args: argparse.Namespace, out=None) -> int:
         return 0
     out.write(format_table(boards) + "\n")
     if any(b.emulator for b in boards):
-        out.write("\nEmulated boards report instruction or cycle counts; their timings are not real-board "
-                  "timings.\n")
+        out.write("\nEmulated boards' timings are not real-board timings: instruction counts under QEMU "
+                  "-icount, the host's clock under qemu-aarch64.\n")
     return 0

@@ -9,7 +9,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 from utvm.project_api.errors import UserError
 
@@ -92,9 +91,10 @@ def parse_input_shapes(items: list) -> dict:
 def handle_compile(args) -> int:
     """Run `utvm compile`; return the exit code. User errors are raised as UserError."""
     from utvm.model_library import compile_model, load
+    from utvm.model_library.archive import check_output
 
     start = time.monotonic()
-    output = Path(args.output)
+    output = check_output(args.output)  # an empty -o is "" here; as a Path it would be "."
 
     def progress(line: str) -> None:
         print(f"[{time.monotonic() - start:6.1f}s] {line}", file=sys.stderr, flush=True)

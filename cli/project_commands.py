@@ -22,6 +22,9 @@ from .common import add_option_argument, builtin_templates, progress, resolve_te
 COMMAND_METHODS = {"create-project": "generate_project", "build": "build", "flash": "flash"}
 # The template extension that resolves a board option into its record (and its TVM target).
 RESOLVE_BOARD = "utvm_resolve_board"
+# The template extension that says what to compile a model file into for the project: the MLF's C
+# target and, for a project that runs TVM's own runtime, the runtime library to add.
+MODEL_TARGETS = "utvm_model_targets"
 
 
 def _add_option_args(parser: argparse.ArgumentParser, method: str) -> None:
@@ -107,22 +110,34 @@ def _is_mlf(path: pathlib.Path) -> bool:
     return path.suffix == ".tar" or tarfile.is_tarfile(path)
 
 
-def _model_target(template: TemplateProject, options: dict):
-    """The TVM target to compile for: the board's, as the template resolves it; portable C when the
-    template does not resolve boards (microTVM's templates) or takes no board."""
+def _model_targets(template: TemplateProject, options: dict) -> dict:
+    """What to compile a model file into: {"mlf_target": the C target of the archive,
+    "runtime_library": None or how to build TVM's runtime library too}. The template says so
+    (utvm_model_targets), else the target of the board it resolves; portable C when the template
+    does not resolve boards (microTVM's templates) or takes no board."""
+    if template.has_extension(MODEL_TARGETS):
+        return template.client.call(MODEL_TARGETS, {"options": options})
     if not template.has_extension(RESOLVE_BOARD):
-        return "c"
+        return {"mlf_target": "c", "runtime_library": None}
     record = template.client.call(RESOLVE_BOARD, {"options": options})
-    return (record or {}).get("target") or "c"
+    return {"mlf_target": (record or {}).get("target") or "c", "runtime_library": None}
 
 
-def _compile_model(model: pathlib.Path, workdir: pathlib.Path, target) -> pathlib.Path:
+def _compile_model(model: pathlib.Path, workdir: pathlib.Path, targets: dict) -> pathlib.Path:
+    from utvm.model_library import add_runtime_library
     from utvm.model_library import compile as compile_model
 
+    target = targets.get("mlf_target") or "c"
     progress(f"compiling {model} for target {target} (this can take a minute)...")
     # The compile-time check runs the archive's C against TVM's own build before anything is generated.
-    archive = compile_model(model, workdir / "model.tar", target=target, check=True, progress=progress)
-    return pathlib.Path(archive)
+    archive = pathlib.Path(compile_model(model, workdir / "model.tar", target=target, check=True,
+                                         progress=progress))
+    library = targets.get("runtime_library")
+    if library:
+        add_runtime_library(model, archive, library["target"], device=library.get("device") or "cpu",
+                            gpu_tag=library.get("gpu_tag"), cc=library.get("cc") or "aarch64-linux-gnu-gcc",
+                            progress=progress)
+    return archive
 
 
 def cmd_create_project(args) -> int:
@@ -143,7 +158,7 @@ def cmd_create_project(args) -> int:
             if _is_mlf(model):
                 mlf = model
             else:
-                mlf = _compile_model(model, pathlib.Path(workdir), _model_target(template, options))
+                mlf = _compile_model(model, pathlib.Path(workdir), _model_targets(template, options))
             progress(f"generating {project_dir} from template {template.directory}...")
             project = template.generate_project(mlf, project_dir, options,
                                                 standalone_crt_dir=args.standalone_crt)

@@ -15,6 +15,7 @@ _LAZY = {
     # the user-facing session and its results
     "Session": ("executor", "Session"),
     "ModelMismatchError": ("executor", "ModelMismatchError"),
+    "TvmRuntimeSession": ("tvm_runtime_session", "TvmRuntimeSession"),
     "BenchmarkResult": ("benchmark", "BenchmarkResult"),
     "ProfileReport": ("profile", "ProfileReport"),
     "ProfileRow": ("profile", "ProfileRow"),

@@ -3,8 +3,9 @@
 The ``utvm_open_direct_transport(options)`` extension (declared in server_info_query's
 ``utvm_extensions``) returns a description of how to reach the device without JSON-RPC:
 
-- ``{"kind": "subprocess", "argv": [...], "cwd": ...}``: the client starts the program itself
-  and talks over its pipes (the POSIX host template);
+- ``{"kind": "subprocess", "argv": [...], "cwd": ..., "name": ...}``: the client starts the
+  program itself and talks over its pipes (the POSIX host template; ``ssh`` to a Jetson); ``name``
+  (optional) says what it is in error messages;
 - ``{"kind": "serial", "url": "socket://127.0.0.1:PORT", "baudrate": N}``: a pyserial URL;
 - ``{"kind": "tcp", "host": ..., "port": ...}``: a TCP socket.
 
@@ -32,7 +33,8 @@ def transport_from_description(description: Mapping[str, Any]) -> Transport:
     kind = description.get("kind") if isinstance(description, Mapping) else None
     if kind == "subprocess":
         return SubprocessTransport(
-            description["argv"], cwd=description.get("cwd"), env=description.get("env")
+            description["argv"], cwd=description.get("cwd"), env=description.get("env"),
+            name=description.get("name") or "device process",
         )
     if kind == "serial":
         from .serial_transport import DEFAULT_BAUDRATE, SerialTransport

@@ -28,14 +28,18 @@ from .direct import open_project_transport
 from .errors import HostDrivenError
 from .profile import ProfileReport, profile_kernels
 from .session import ProtocolSession
-from .signature import Key, ModelSignature, SignatureError
+from .session_inputs import SessionInputs, require_inputs
+from .signature import Key, ModelSignature
 from .transport import Transport
+from .tvm_runtime_session import TvmRuntimeSession
 from .validate import Reference, ValidationReport, validate_layers
 
 # How long a whole run (or one kernel) may take before the device is declared hung.
 DEFAULT_RUN_TIMEOUT = 120.0
 # Transfers at least this large report progress.
 PROGRESS_MIN_BYTES = 256 * 1024
+# The project type whose model runs under TVM's own runtime, reached over TVM RPC.
+TVM_RUNTIME = "tvm_runtime"
 
 Progress = Callable[[str, int, int], None]
 
@@ -69,7 +73,7 @@ def _clobbered_inputs(library) -> bool:
 
 
 
-class Session:
+class Session(SessionInputs):
     """A model on a device: set inputs, run, read outputs, benchmark, profile and validate.
 
     ``transport`` is any :class:`Transport` to a device flashed with ``model`` (a ModelLibrary or
@@ -129,10 +133,21 @@ class Session:
         ``project`` is a GeneratedProject or a project directory (whose server the session then
         starts and stops). ``transport`` is "auto" (direct when the server offers it, else the
         relay), "direct" or "relay". ``model`` defaults to the archive the project reports.
+
+        A ``tvm_runtime`` project (the Jetson template's) runs the model under TVM's own runtime on
+        the board: it gives a :class:`~utvm.host_driven.tvm_runtime_session.TvmRuntimeSession`, which
+        offers the same calls over TVM RPC.
         """
         owns = not isinstance(project, GeneratedProject)
         if owns:
             project = GeneratedProject.from_directory(project)
+        if project.project_type == TVM_RUNTIME:
+            try:
+                return TvmRuntimeSession(project, options, model, owns_project=owns, **kwargs)
+            except BaseException:
+                if owns:
+                    project.close()
+                raise
         try:
             if model is None:
                 model = project.archive
@@ -229,23 +244,8 @@ class Session:
         self._inputs[spec.name] = data.copy()
         self._send_input(spec.name)
 
-    def set_inputs(self, inputs: Mapping[Key, Any]) -> None:
-        for key, array in inputs.items():
-            self.set_input(key, array)
-
-    @property
-    def inputs(self) -> Dict[str, np.ndarray]:
-        """The inputs set so far, by name (host-side copies)."""
-        return dict(self._inputs)
-
     def _refresh_inputs(self) -> None:
-        missing = [s.name for s in self.signature.inputs if s.name not in self._inputs]
-        if missing:
-            raise SignatureError(
-                f"input(s) {', '.join(repr(m) for m in missing)} of model {self.signature.model_name} "
-                "are not set",
-                hint="call set_input(name, array) for every input before running",
-            )
+        require_inputs(self.signature, self._inputs)
         for name in sorted(self._stale_inputs):
             self._send_input(name)
 

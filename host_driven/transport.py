@@ -61,8 +61,8 @@ class SubprocessTransport(PipeChild, Transport):
     """
 
     def __init__(self, argv: Sequence[str], cwd: Optional[str] = None,
-                 env: Optional[Mapping[str, str]] = None):
-        PipeChild.__init__(self, argv, cwd=cwd, env=env, name="device process")
+                 env: Optional[Mapping[str, str]] = None, name: str = "device process"):
+        PipeChild.__init__(self, argv, cwd=cwd, env=env, name=name)
 
     def pipe_fds(self) -> Optional[Tuple[int, int]]:
         return PipeChild.pipe_fds(self)

@@ -14,12 +14,14 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from . import c_sources, metadata
-from .archive import write_archive
+from utvm.templates import TEMPLATES_DIR
+
+from . import c_sources, metadata, tvm_interface
+from .archive import check_output, write_archive
 from .c_names import c_identifier
 from .check import check_archive
 from .errors import ModelError
-from .frontends import import_model, require_model_file
+from .frontends import MAX_TENSOR_BYTES, import_model, require_model_file
 from .integer_ops import rewrite_integer_ops
 from .kernel_codegen import SUPPORT_HEADER, KernelSources, generate_kernels
 from .library import from_files
@@ -89,6 +91,7 @@ def compile_model(
     progress: Callable[[str], None] = options.get("progress") or (lambda line: None)
     if isinstance(model, (str, os.PathLike)):
         require_model_file(Path(model))  # before TVM is imported: a typo should cost no seconds
+    check_output(output)  # likewise: an archive that could not be written is refused before the work
     target_dict = parse_target(target)
     tvm_target(target_dict)  # TVM's own check of the options, before any work is done
 
@@ -136,8 +139,14 @@ def compile_model(
     workspace.update({s: -(-lib.scratch_bytes // ws_alignment) * ws_alignment for s, lib in wrappers.items()})
     memory = _place_arena(plan, alignment, preserve_inputs)
     memory["workspace_bytes"] = max(workspace.values(), default=0)
+    for what in ("arena_bytes", "workspace_bytes", "constant_bytes"):
+        if memory[what] > MAX_TENSOR_BYTES:
+            raise ModelError(f"{imported.label}: the plan needs {memory[what]:,} bytes of {what[:-6]}; "
+                             f"utvm's plan addresses at most {MAX_TENSOR_BYTES:,}",
+                             hint="no board has room for this; check the model's shapes")
 
     meta = _metadata(imported, plan, memory, target_dict, model_hash, alignment, settings)
+    meta.update(tvm_interface.tvm_metadata(meta))  # TVM's keys beside utvm's, for microTVM's templates
     files = {
         metadata.METADATA_FILE: metadata.dumps(meta),
         f"codegen/host/src/{name}_kernels.c": sources.source.encode(),
@@ -148,6 +157,10 @@ def compile_model(
             name, model_hash, memory, plan, alignment, max(alignment, BACKEND_ALIGNMENT)
         ).encode(),
         "codegen/host/include/" + c_sources.support_header()[0]: c_sources.support_header()[1].encode(),
+        # The plan's C includes utvm/model.h; the archive carries it so that any build can take the C.
+        "codegen/host/include/utvm/model.h": (TEMPLATES_DIR / "runtime/include/utvm/model.h").read_bytes(),
+        "codegen/host/include/" + tvm_interface.HEADER: tvm_interface.interface_header(meta).encode(),
+        "codegen/host/src/" + tvm_interface.SOURCE: tvm_interface.interface_source(meta).encode(),
         "src/relax.txt": lowered.script().encode(),
     }
     if wrappers:

@@ -8,6 +8,7 @@ shape, or a model without inputs. TVM and the format packages are imported lazil
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,9 @@ from .c_names import c_identifier
 from .errors import ModelError
 from .importer_errors import check_onnx_tensors, check_tflite_operators, run_importer
 from .onnx_legacy import restate_legacy_ops
+
+# utvm's plan and device runtime count a tensor's bytes, and the arena's, in 32 bits.
+MAX_TENSOR_BYTES = 0xFFFFFFFF
 
 FORMATS = ("tflite", "onnx", "relax", "torch")
 _EXTENSIONS = {
@@ -64,6 +68,8 @@ class ImportedModel:
     digest: str  # sha256 of what was imported (model bytes, or the serialised module)
     inputs: list = field(default_factory=list)
     output_names: list = field(default_factory=list)
+    # The output shapes the model file declares, where it declares them (checked against the import).
+    declared_output_shapes: list = field(default_factory=list)
     output_quantization: list = field(default_factory=list)
 
 
@@ -175,7 +181,18 @@ def _import_tflite(path: Path, data: bytes, name: str, digest: str, input_shapes
     imported.inputs = [TensorInfo(n, quantization=q) for n, q in inputs]
     imported.output_names = [n for n, _ in outputs]
     imported.output_quantization = [q for _, q in outputs]
+    imported.declared_output_shapes = _tflite_output_shapes(model)
     return imported
+
+
+def _tflite_output_shapes(model) -> list:
+    """The output shapes the file declares (None where it leaves a dimension open, -1)."""
+    subgraph = model.Subgraphs(0)
+    shapes = []
+    for i in range(subgraph.OutputsLength()):
+        shape = tuple(int(d) for d in subgraph.Tensors(subgraph.Outputs(i)).ShapeAsNumpy())
+        shapes.append(None if any(d < 0 for d in shape) else shape)
+    return shapes
 
 
 def _check_tflite_structure(model, size: int):
@@ -422,7 +439,14 @@ def _check_static(imported: ImportedModel) -> None:
     ret = main.ret_ty
     ret_types = list(ret.fields) if isinstance(ret, relax.TupleType) else [ret]
     for index, ty in enumerate(ret_types):
-        _static_tensor_type(ty, imported.label, f"output {index}", relax)
+        shape, _ = _static_tensor_type(ty, imported.label, f"output {index}", relax)
+        declared = dict(enumerate(imported.declared_output_shapes)).get(index)
+        if declared is not None and tuple(declared) != shape:
+            raise ModelError(
+                f"{imported.label}: the file declares output {index} with shape {list(declared)}, "
+                f"but its operators compute {list(shape)}",
+                hint="the model file is inconsistent; export it again from its framework",
+            )
 
 
 def _static_tensor_type(ty, label: str, what: str, relax) -> tuple:
@@ -441,4 +465,16 @@ def _static_tensor_type(ty, label: str, what: str, relax) -> tuple:
                 hint="give static input shapes (input_shapes=...)",
             )
         dims.append(int(dim.value))
+    nbytes = math.prod(dims) * max(1, _dtype_bits(str(ty.dtype)) // 8)
+    if nbytes > MAX_TENSOR_BYTES:
+        raise ModelError(
+            f"{label}: {what} of shape {dims} ({ty.dtype}) holds {nbytes:,} bytes; "
+            f"a tensor may hold at most {MAX_TENSOR_BYTES:,} (utvm's plan counts bytes in 32 bits)",
+            hint="check the model's input shapes (input_shapes=...)",
+        )
     return tuple(dims), str(ty.dtype)
+
+
+def _dtype_bits(dtype: str) -> int:
+    digits = "".join(c for c in dtype if c.isdigit())
+    return int(digits) if digits else 8

@@ -21,6 +21,7 @@ import tempfile
 from typing import Any, Dict, Optional
 
 from .errors import UserError
+from .file_modes import new_file_mode
 from .wire import PROTOCOL_VERSION
 
 RECORD_FILE = "utvm-project.json"
@@ -99,15 +100,9 @@ def write_record(directory, record: ProjectRecord) -> pathlib.Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, record_path(directory))
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
     return record_path(directory)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

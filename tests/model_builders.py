@@ -425,3 +425,56 @@ def c_compile_errors(library, extract_dir: str | Path, compiler: list) -> list:
         if result.returncode != 0:
             failures.append((source, result.stderr[-3000:]))
     return failures
+
+
+def make_tflite_relu(path: str | Path, in_shape, out_shape=None) -> Path:
+    """Write a one-operator float TFLite model, RELU, whose input has `in_shape` and whose output the
+    file declares as `out_shape` (by default the same): shapes no real model would have, for the
+    refusals of absurd or inconsistent sizes."""
+    import flatbuffers
+    import tflite as tfl
+
+    b = flatbuffers.Builder(256)
+
+    def vector(start_fn, values, prepend):
+        start_fn(b, len(values))
+        for v in reversed(values):
+            prepend(v)
+        return b.EndVector()
+
+    def table(name: str, **fields):
+        getattr(tfl, f"{name}Start")(b)
+        for field_name, value in fields.items():
+            if value is not None:
+                getattr(tfl, f"{name}Add{field_name}")(b, value)
+        return getattr(tfl, f"{name}End")(b)
+
+    buffers = [table("Buffer") for _ in range(3)]
+    tensors = [
+        table("Tensor", Shape=vector(tfl.TensorStartShapeVector, list(shape), b.PrependInt32),
+              Type=tfl.TensorType.FLOAT32, Buffer=index + 1, Name=b.CreateString(name))
+        for index, (name, shape) in enumerate((("input", in_shape), ("output", out_shape or in_shape)))
+    ]
+    operator = table("Operator", OpcodeIndex=0,
+                     Inputs=vector(tfl.OperatorStartInputsVector, [0], b.PrependInt32),
+                     Outputs=vector(tfl.OperatorStartOutputsVector, [1], b.PrependInt32))
+    subgraph = table(
+        "SubGraph",
+        Tensors=vector(tfl.SubGraphStartTensorsVector, tensors, b.PrependUOffsetTRelative),
+        Inputs=vector(tfl.SubGraphStartInputsVector, [0], b.PrependInt32),
+        Outputs=vector(tfl.SubGraphStartOutputsVector, [1], b.PrependInt32),
+        Operators=vector(tfl.SubGraphStartOperatorsVector, [operator], b.PrependUOffsetTRelative),
+        Name=b.CreateString("main"),
+    )
+    relu = tfl.BuiltinOperator.RELU
+    opcode = table("OperatorCode", DeprecatedBuiltinCode=relu, BuiltinCode=relu, Version=1)
+    model = table(
+        "Model", Version=3,
+        OperatorCodes=vector(tfl.ModelStartOperatorCodesVector, [opcode], b.PrependUOffsetTRelative),
+        Subgraphs=vector(tfl.ModelStartSubgraphsVector, [subgraph], b.PrependUOffsetTRelative),
+        Buffers=vector(tfl.ModelStartBuffersVector, buffers, b.PrependUOffsetTRelative),
+    )
+    b.Finish(model, file_identifier=b"TFL3")
+    path = Path(path)
+    path.write_bytes(bytes(b.Output()))
+    return path

@@ -168,3 +168,62 @@ def test_a_negative_stack_is_refused_at_generate(tmp_path):
     done = utvm("create-project", "baremetal", make_mlf(tmp_path / "m.tar"), tmp_path / "p",
                 "-o", "board=mps2_an385", "-o", "stack_bytes=-5")
     assert done.returncode == 2 and "stack_bytes=-5" in done.stderr and not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("output,why", [
+    ("", "the output path is empty"), (".", "is a directory"),
+    ("a_file/x.tar", "not a folder this user can")])
+def test_compile_refuses_an_output_it_could_not_write_before_the_work(tmp_path, output, why):
+    (tmp_path / "a_file").write_text("not a folder")
+    done = utvm("compile", make_small_model(tmp_path), "-o", output, cwd=tmp_path)
+    assert done.returncode == 2 and why in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def make_small_model(tmp_path: Path) -> Path:
+    from model_builders import make_tflite_relu
+
+    return make_tflite_relu(tmp_path / "relu.tflite", [1, 8])
+
+
+@pytest.mark.parametrize("shape,declared,why", [
+    ([1 << 30, 1 << 30], None, "holds 4,611,686,018,427,387,904 bytes; a tensor may hold at most"),
+    ([1, 8], [1, 2 ** 31 - 1], "declares output 0 with shape [1, 2147483647], but its operators compute"),
+])
+def test_absurd_model_shapes_are_refused_at_compile(tmp_path, shape, declared, why):
+    from model_builders import make_tflite_relu
+
+    model = make_tflite_relu(tmp_path / "m.tflite", shape, declared)
+    done = utvm("compile", model, "-o", tmp_path / "m.tar")
+    assert done.returncode == 2 and why in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "m.tar").exists()
+
+
+def test_a_huge_intermediate_is_refused_at_compile_with_its_size(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = numpy_helper.from_array(np.array([1 << 19, 1 << 20, 8], dtype=np.int64), "shape")
+    nodes = [helper.make_node("Expand", ["x", "shape"], ["big"]),
+             helper.make_node("Transpose", ["big"], ["t"], perm=[2, 1, 0]),
+             helper.make_node("ReduceMax", ["t"], ["y"], keepdims=0)]
+    graph = helper.make_graph(nodes, "huge", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+                              initializer=[shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, tmp_path / "huge.onnx")
+    done = utvm("compile", tmp_path / "huge.onnx", "-o", tmp_path / "huge.tar")
+    assert done.returncode == 2 and "17,592,186,044,416 bytes" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o664)])
+def test_an_archive_gets_the_mode_the_umask_allows(tmp_path, umask, mode):
+    from utvm.model_library.archive import write_archive
+
+    old = os.umask(umask)
+    try:
+        path = write_archive(tmp_path / "a.tar", {"metadata.json": b"{}"})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == mode

@@ -112,13 +112,26 @@ def test_the_floor_stands_on_the_standard_library():
     assert not bad, "the floor must need only the standard library:\n" + "\n".join(bad)
 
 
+# A template's board/ folder holds programs that run on the device itself, under the device's Python
+# (TVM's RPC server on a Jetson imports TVM there); the template's server never imports them.
+DEVICE_SIDE_FOLDER = "board"
+
+
 def _template_python_files() -> Iterator[Tuple[Path, Set[str]]]:
-    """Each template's Python files, with the names of its own helper packages."""
+    """Each template's Python files (not its device-side programs), with its own helper packages."""
     for server in sorted((REPO_ROOT / "templates").glob("*/microtvm_api_server.py")):
         folder = server.parent
         helpers = {p.parent.name for p in folder.glob("*/__init__.py")}
         for path in sorted(folder.rglob("*.py")):
-            yield path, helpers
+            if path.relative_to(folder).parts[0] != DEVICE_SIDE_FOLDER:
+                yield path, helpers
+
+
+def test_no_template_server_imports_its_device_side_programs():
+    bad = [f"{path.relative_to(REPO_ROOT)}:{line} imports {module}"
+           for path, _ in _template_python_files() for module, line, _ in _imports(path)
+           if module.split(".")[0] == DEVICE_SIDE_FOLDER]
+    assert not bad, "device-side programs run on the device, not in the template's server:\n" + "\n".join(bad)
 
 
 def test_templates_import_only_the_floor():

@@ -29,7 +29,8 @@ sys.path.insert(0, str(HERE if (HERE / "project_api").is_dir() else HERE.parents
 
 from project_api import board_records, npy, template_support  # noqa: E402
 from project_api.child_process import PipeChild  # noqa: E402
-from project_api.errors import BuildError, ProjectStateError, TransportClosedError, UserError  # noqa: E402
+from project_api.device_relay import DeviceProcessRelay  # noqa: E402
+from project_api.errors import BuildError, ProjectStateError, UserError  # noqa: E402
 from project_api.mlf import read_model_archive  # noqa: E402
 from project_api.options import ProjectOption  # noqa: E402
 from project_api.record import read_record  # noqa: E402
@@ -38,8 +39,6 @@ from project_api.server import GeneratedProject, ProjectAPIHandler, TransportTim
 PLATFORM_NAME = "host"
 ARCHIVE = "model.tar"
 PROGRAMS = {"host_driven": "build/model_device", "aot_standalone": "build/model_standalone"}
-# read_transport with no timeout_sec waits at most this long (a call must never hang).
-DEFAULT_READ_TIMEOUT_SEC = 300.0
 RUNTIME_DIR = HERE.parent / "runtime"
 
 PROJECT_OPTIONS = [
@@ -117,7 +116,7 @@ def _generate(mlf_path, project_dir, options):
     return GeneratedProject(board=board, archive=ARCHIVE)
 
 
-class HostHandler(ProjectAPIHandler):
+class HostHandler(DeviceProcessRelay, ProjectAPIHandler):
     def __init__(self):
         self._device = None
 
@@ -176,22 +175,6 @@ class HostHandler(ProjectAPIHandler):
         self._device = PipeChild([str(program)], cwd=str(HERE), name="device process")
         return TransportTimeouts(session_start_retry_timeout_sec=2.0, session_start_timeout_sec=10.0,
                                  session_established_timeout_sec=60.0)
-
-    def close_transport(self):
-        if self._device is not None:
-            device, self._device = self._device, None
-            device.close()
-
-    def _open_device(self):
-        if self._device is None:
-            raise TransportClosedError("the transport is not open; call open_transport first")
-        return self._device
-
-    def read_transport(self, n, timeout_sec):
-        return self._open_device().read(n, DEFAULT_READ_TIMEOUT_SEC if timeout_sec is None else timeout_sec)
-
-    def write_transport(self, data, timeout_sec):
-        self._open_device().write(data, DEFAULT_READ_TIMEOUT_SEC if timeout_sec is None else timeout_sec)
 
     def utvm_open_direct_transport(self, options):
         """Extension: how a utvm client starts the device itself (its pipes carry the bytes)."""

@@ -14,6 +14,9 @@ from .environment import ZEPHYR_REVISION
 from .zephyr_boards import COMMON_MODULES, ZephyrBoard
 
 APP_DIR = pathlib.Path(__file__).resolve().parents[1] / "app"
+# Values that are whole lines (CMake's source list, the manifest's module list); every file is
+# rendered from the same values, so every call names them.
+_MULTILINE = ("sources", "modules")
 
 
 def _cmake_paths(project_dir: pathlib.Path, sources: Sequence[pathlib.Path]) -> str:
@@ -34,15 +37,16 @@ def write_app_files(project_dir: pathlib.Path, board: dict, facts: ZephyrBoard, 
     }
     boards = project_dir / "boards"
     written = [
-        render_file(APP_DIR / "CMakeLists.txt.in", project_dir / "CMakeLists.txt", values),
-        render_file(APP_DIR / "west.yml.in", project_dir / "west.yml", values),
-        render_file(APP_DIR / "board.overlay.in", boards / f"{facts.file_stem}.overlay", values),
+        render_file(APP_DIR / "CMakeLists.txt.in", project_dir / "CMakeLists.txt", values, _MULTILINE),
+        render_file(APP_DIR / "west.yml.in", project_dir / "west.yml", values, _MULTILINE),
+        render_file(APP_DIR / "board.overlay.in", boards / f"{facts.file_stem}.overlay", values, _MULTILINE),
     ]
-    prj = render_file(APP_DIR / "prj.conf.in", project_dir / "prj.conf", values)
+    prj = render_file(APP_DIR / "prj.conf.in", project_dir / "prj.conf", values, _MULTILINE)
     if project_type == "aot_standalone":
         with open(prj, "a", encoding="utf-8") as out:
             out.write((APP_DIR / "prj_aot_standalone.conf.in").read_text(encoding="utf-8"))
     written.append(prj)
     if board.get("fpu"):
-        written.append(render_file(APP_DIR / "board.conf.in", boards / f"{facts.file_stem}.conf", values))
+        written.append(render_file(APP_DIR / "board.conf.in", boards / f"{facts.file_stem}.conf", values,
+                                   _MULTILINE))
     return written
