@@ -67,9 +67,10 @@ def compile_model(
     and the host writes inputs again before a run that needs them); `integer_ops` (default True)
     runs quantized operators as integer kernels with TFLite's arithmetic instead of TVM's float
     emulation; `rounding` ("single" / "double") forces their requantization rounding (default: as
-    TFLite's reference kernel for each operator); `kernel_library` (default True, except on AVR)
-    runs the int8 kernels utvm's runtime library has (convolution, depthwise convolution, fully
-    connected, add, average pooling; see library_calls.py) instead of TVM's generated C for them;
+    TFLite's reference kernel for each operator); `kernel_library` (default: on Arm Cortex
+    targets, see library_calls.library_enabled) runs the int8 kernels utvm's runtime library has
+    (convolution, depthwise convolution, fully connected, add, average pooling) instead of TVM's
+    generated C for them;
     `progress`, a callable taking one line of text.
 
     `check` (default True) runs the archive's C on this machine before the archive is written and
