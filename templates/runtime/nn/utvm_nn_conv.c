@@ -106,6 +106,39 @@ static void widen(const int8_t *src, int32_t k, int16_t *cols, int32_t slot) {
   }
 }
 
+#if !UTVM_NN_DSP
+/* Without the DSP extension (Cortex-M3, other CPUs): one tap of both pixels and both channels,
+ * four loads and four multiply-accumulates. */
+#define UTVM_NN_TAP_2X2(j)                    \
+  do {                                        \
+    const int32_t x0 = c[j], x1 = c[4 + (j)]; \
+    const int32_t w0 = w[j], w1 = w[4 + (j)]; \
+    a00 += x0 * w0;                           \
+    a01 += x0 * w1;                           \
+    a10 += x1 * w0;                           \
+    a11 += x1 * w1;                           \
+  } while (0)
+
+/* Its own function, the block written out, so that the four sums, the two pointers and the four
+ * operands stay in registers (inlined into the pixel loop, the sums were spilled to the stack). */
+UTVM_NN_NOINLINE void dot_2x2_plain(const int16_t *c, const int8_t *w, int32_t blocks, int32_t *acc) {
+  int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+  for (; blocks > 0; --blocks) {
+    UTVM_NN_TAP_2X2(0);
+    UTVM_NN_TAP_2X2(1);
+    UTVM_NN_TAP_2X2(2);
+    UTVM_NN_TAP_2X2(3);
+    c += 8;
+    w += 8;
+  }
+  acc[0] = a00;
+  acc[1] = a01;
+  acc[2] = a10;
+  acc[3] = a11;
+}
+#undef UTVM_NN_TAP_2X2
+#endif
+
 /* Sums of 2 pixels x 2 channels over K4 (the columns hold both pixels; w two interleaved rows). */
 UTVM_NN_INLINE void dot_2x2(const int16_t *cols, const int8_t *w, int32_t blocks, int32_t *acc) {
   int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
@@ -166,19 +199,8 @@ UTVM_NN_INLINE void dot_2x2(const int16_t *cols, const int8_t *w, int32_t blocks
     wp += 2;
   }
 #else
-  for (; blocks > 0; --blocks) {
-    int32_t j;
-    for (j = 0; j < 4; ++j) {
-      int32_t x0 = cols[j], x1 = cols[4 + j];
-      int32_t w0 = w[j], w1 = w[4 + j];
-      a00 += x0 * w0;
-      a01 += x0 * w1;
-      a10 += x1 * w0;
-      a11 += x1 * w1;
-    }
-    cols += 8;
-    w += 8;
-  }
+  dot_2x2_plain(cols, w, blocks, acc);
+  return;
 #endif
   acc[0] = a00;
   acc[1] = a01;
