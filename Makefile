@@ -6,7 +6,8 @@ PIP := $(VENV)/bin/pip
 # Debian packages for the toolchains and emulators the suite drives (installed only when run as root).
 APT_PACKAGES := build-essential clang llvm lld libclang-rt-14-dev gcc-arm-none-eabi libnewlib-arm-none-eabi \
 	qemu-system-arm binutils-arm-none-eabi gcc-aarch64-linux-gnu libc6-dev-arm64-cross openocd \
-	qemu-user openssh-server openssh-client mmdebstrap
+	qemu-user openssh-server openssh-client mmdebstrap \
+	arduino-builder arduino-core-avr gcc-avr avr-libc simavr libsimavr-dev qemu-system-misc avrdude
 PYTEST_ARGS ?=
 
 .PHONY: all venv system-deps demo test lint clean

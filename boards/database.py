@@ -83,8 +83,10 @@ class Board:
             ways.append(f"physical ({' | '.join(self.flash_runners)})" if self.flash_runners else "physical")
         if self.emulator:
             machine = f" -M {self.emulator['machine']}" if self.emulator.get("machine") else ""
-            cpu = "" if machine else f" -cpu {self.emulator['cpu']}"
-            ways.append(f"{self.emulator['system']}{machine}{cpu}")
+            if not machine:  # simavr names the chip with -m; QEMU's -cpu otherwise
+                mcu = self.emulator.get("mcu")
+                machine = f" -m {mcu}" if mcu else f" -cpu {self.emulator['cpu']}"
+            ways.append(f"{self.emulator['system']}{machine}")
         if self.kind == "host":
             ways.append("native process")
         return "; ".join(ways)

@@ -14,10 +14,10 @@ from typing import List, Optional
 
 from utvm.project_api.errors import ServerError, UserError
 
-from . import boards_command, compile_command, project_commands, run_command
+from . import boards_command, compile_command, project_commands, pty_command, run_command
 from .common import VERBOSE_HELP, CommandParser
 
-COMMAND_MODULES = (compile_command, project_commands, run_command, boards_command)
+COMMAND_MODULES = (compile_command, project_commands, run_command, pty_command, boards_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

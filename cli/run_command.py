@@ -288,6 +288,10 @@ def cmd_run(args) -> int:
         signature = ModelSignature(read_model_archive(archive).metadata)
         if project.project_type == "aot_standalone":
             return _run_standalone(args, project, signature, say)
+        if project.project_type == "mlperftiny":
+            raise UserError(f"{project.directory} is an mlperftiny project: the MLPerf Tiny runner drives "
+                            "it, not utvm run", hint=f"`utvm pty {args.project}` gives the runner its serial "
+                            "path; for utvm run, generate a host_driven project of the same model")
         inputs = _load_inputs(signature, _parse_input_specs(args.inputs), args.seed, say)
         session = Session.from_project(
             project, options, transport=args.transport, timeout=args.timeout, progress=say.progress,

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from utvm.templates import TEMPLATES_DIR
 
-from . import c_sources, metadata, tvm_interface
+from . import c_sources, flash_constants, metadata, tvm_interface
 from .archive import check_output, write_archive
 from .c_names import c_identifier
 from .check import check_archive
@@ -167,6 +167,10 @@ def compile_model(
     if wrappers:
         files[f"codegen/host/src/{name}_library_calls.c"] = wrapper_source(name, kernels_h, wrappers).encode()
         files.update(library_files(routed))
+    if flash_constants.is_avr_target(target_dict):
+        files = flash_constants.place_constants_in_flash(files, name, plan)
+    # The check runs the C that ships (for an AVR target, the flash-constant rewrite, whose macros
+    # are empty for the host compiler).
     if check:
         source = None
         if imported.fmt in RUNTIME_NAMES:

@@ -166,12 +166,13 @@ def _largest(consumers: Dict[str, int], n: int = 3) -> str:
     return ", ".join(f"{name} {format_bytes(size)}" for name, size in top)
 
 
-def check_fit(board: Dict[str, Any], footprint: Footprint) -> None:
+def check_fit(board: Dict[str, Any], footprint: Footprint, ram_name: str = "RAM") -> None:
     """Raise UserError when the footprint exceeds the board's RAM or flash, with both numbers and
-    the largest consumers. Sizes the board record leaves null are not checked."""
+    the largest consumers. Sizes the board record leaves null are not checked. ram_name is what the
+    message calls the RAM ("SRAM" on an AVR)."""
     problems = []
     for what, need, have, consumers in (
-        ("RAM", footprint.ram_bytes, board.get("ram_bytes"), footprint.ram),
+        (ram_name, footprint.ram_bytes, board.get("ram_bytes"), footprint.ram),
         ("flash", footprint.flash_bytes, board.get("flash_bytes"), footprint.flash),
     ):
         if have is not None and need > have:

@@ -299,8 +299,10 @@ ONNX_KINDS = tuple(sorted(_BUILDERS))
 ONNX_WORKING_KINDS = tuple(k for k in ONNX_KINDS if k not in ("unsupported_op", "dynamic_shape", "no_inputs"))
 
 
-def make_small_tflite(path: str | Path, quantized: bool = True, seed: int = 0) -> Path:
-    """Write a tiny TFLite model: input [1, 16] -> FULLY_CONNECTED(8) + RELU -> output [1, 8].
+def make_small_tflite(path: str | Path, quantized: bool = True, seed: int = 0, in_dim: int = 16,
+                      out_dim: int = 8) -> Path:
+    """Write a tiny TFLite model: input [1, in_dim] -> FULLY_CONNECTED(out_dim) + RELU -> output
+    [1, out_dim] (16 and 8 unless given).
 
     With `quantized`, tensors are int8 with per-tensor scales (int32 bias), as TFLite's full-integer
     quantization writes them; otherwise float32.
@@ -310,12 +312,12 @@ def make_small_tflite(path: str | Path, quantized: bool = True, seed: int = 0) -
 
     rng = np.random.default_rng(seed)
     b = flatbuffers.Builder(1024)
-    in_dim, out_dim = 16, 8
     if quantized:
         weights = rng.integers(-127, 127, size=(out_dim, in_dim), endpoint=True).astype(np.int8)
         bias = rng.integers(-500, 500, size=(out_dim,)).astype(np.int32)
         dtype, bias_type = tfl.TensorType.INT8, tfl.TensorType.INT32
-        quant = {"in": (0.05, -3), "w": (0.01, 0), "b": (0.0005, 0), "out": (0.04, -128)}
+        # The output scale grows with the sum's length, so wide layers do not just saturate.
+        quant = {"in": (0.05, -3), "w": (0.01, 0), "b": (0.0005, 0), "out": (0.04 * in_dim / 16, -128)}
     else:
         weights = (rng.standard_normal((out_dim, in_dim)) * 0.3).astype(np.float32)
         bias = (rng.standard_normal(out_dim) * 0.1).astype(np.float32)

@@ -111,7 +111,7 @@ def test_template_offers_the_baremetal_boards(template):
     assert info["platform_name"] == "baremetal" and info["is_template"]
     options = {o.name: o for o in template.project_options}
     assert options["board"].choices == board_names("baremetal")
-    assert options["project_type"].choices == ["host_driven", "aot_standalone"]
+    assert options["project_type"].choices == ["host_driven", "aot_standalone", "mlperftiny"]
     assert "utvm_open_direct_transport" in info["utvm_extensions"]
 
 

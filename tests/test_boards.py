@@ -251,7 +251,7 @@ def test_fit_check_passes_and_fails_with_both_numbers():
     message = str(info.value)
     assert "does not fit arduino_uno" in message
     assert "3500 bytes) of RAM, the board has 2 KiB (2048 bytes)" in message
-    assert "48000 bytes) of flash, the board has 32 KiB (32768 bytes)" in message
+    assert "48000 bytes) of flash, the board has 31.5 KiB (32256 bytes)" in message
     assert "largest: constant w 39.1 KiB, runtime code 7.8 KiB" in message
 
 

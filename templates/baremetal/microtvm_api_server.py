@@ -13,6 +13,11 @@ Project types (option ``project_type``):
 - ``aot_standalone``: the image runs the model once on inputs baked into it, prints the outputs
   and the timer ticks over the UART and exits (through semihosting under QEMU);
   the ``utvm_run_standalone`` extension runs it and returns the parsed report.
+- ``mlperftiny``: the device under test of the MLPerf Tiny runner (``-o mlperf_model=kws01``...),
+  speaking the runner's text protocol on the UART over the same runtime and AOT entry point. A
+  physical board is driven on its serial port; for an emulated one the ``utvm_open_pty``
+  extension starts QEMU and puts its UART behind a pseudo-terminal the runner can open (``utvm
+  pty``). The lap times come from the device timer: under QEMU, guest time (instructions).
 
 ``generate_project`` resolves the board and checks that the model fits it, then writes a
 self-contained project: this server and the floor it stands on (``project_api/``), the
@@ -42,6 +47,7 @@ from utvm_baremetal import render, size_report, stm32f4  # noqa: E402
 from project_api import (  # noqa: E402
     board_records,
     flash_runners,
+    mlperftiny,
     npy,
     template_support,
     uart_firmware,  # noqa: E402
@@ -55,6 +61,7 @@ from project_api.uart_firmware import UartFirmwareHandler  # noqa: E402
 
 PLATFORM_NAME = "baremetal"
 ARCHIVE = "model.tar"
+PROJECT_TYPES = (*uart_firmware.PROJECT_TYPES, mlperftiny.PROJECT_TYPE)
 ELF = "build/firmware.elf"
 MAP_FILE = "build/firmware.map"
 SIZES_FILE = "build/sizes.json"
@@ -72,10 +79,10 @@ EMULATOR_NOTE = "QEMU timings are not real-board timings"
 
 
 def _options_schema():
-    common = uart_firmware.firmware_options(HERE, PLATFORM_NAME)
+    common = uart_firmware.firmware_options(HERE, PLATFORM_NAME, PROJECT_TYPES)
     opt = ProjectOption
     return [
-        common["board"], common["project_type"], common["input_npz"],
+        common["board"], common["project_type"], common["mlperf_model"], common["input_npz"],
         opt("stack_bytes", type="int", default=render.DEFAULT_STACK_BYTES, optional=["generate_project"],
             help="main stack reserved at the top of RAM"),
         opt("pll", type="bool", default=False, optional=["generate_project"],
@@ -108,9 +115,15 @@ def _generate(mlf_path, project_dir, options):
         raise UserError(f"stack_bytes={stack}: the main stack must be a multiple of 8 between "
                         f"{MIN_STACK_BYTES} and the board's RAM ({board.get('ram_bytes')} bytes)",
                         hint=f"the default is {render.DEFAULT_STACK_BYTES}")
-    board_records.check_fit(board, board_records.footprint_from_metadata(
-        archive.metadata, runtime_ram=RUNTIME_RAM_BYTES + stack, runtime_flash=RUNTIME_FLASH_BYTES))
     project_type = options["project_type"]
+    mlperf = None
+    input_buffer = 0  # an mlperftiny image's buffer for one of the runner's input files
+    if project_type == mlperftiny.PROJECT_TYPE:
+        mlperf = mlperftiny.board_config(archive.metadata, options, board)
+        input_buffer = mlperftiny.input_file_bytes(options)
+    board_records.check_fit(board, board_records.footprint_from_metadata(
+        archive.metadata, runtime_ram=RUNTIME_RAM_BYTES + stack + input_buffer,
+        runtime_flash=RUNTIME_FLASH_BYTES))
     standalone_image = project_type == "aot_standalone"
     inputs = standalone.baked_inputs(archive.inputs, options.get("input_npz")) if standalone_image else {}
     project_dir.mkdir(parents=True)
@@ -121,7 +134,12 @@ def _generate(mlf_path, project_dir, options):
     archive.extract(project_dir / "model")
 
     files = template_support.runtime_files(RUNTIME_DIR)
-    app_sources = []
+    runtime_sources = files["sources"]
+    app_sources, extra_headers = [], []
+    if mlperf is not None:
+        runtime_sources = mlperftiny.runtime_sources(files)
+        extra_headers = [header for rel in files[f"{mlperftiny.RUNTIME_PART}_includes"]
+                         for header in sorted((RUNTIME_DIR / rel).glob("*.h"))]
     if project_type == "aot_standalone":
         npy.write_npz(project_dir / STANDALONE_INPUTS_NPZ, inputs)
         source = project_dir / STANDALONE_INPUTS_C
@@ -130,11 +148,14 @@ def _generate(mlf_path, project_dir, options):
         app_sources.append(source)
     render.write_firmware_tree(
         project_dir, board, project_type, RUNTIME_DIR / "include",
-        runtime_sources=[RUNTIME_DIR / rel for rel in files["sources"]],
+        runtime_sources=[RUNTIME_DIR / rel for rel in runtime_sources],
         generated_sources=sorted((project_dir / "model" / "codegen" / "host" / "src").glob("*.c")),
         include_dirs=[project_dir / "model" / "codegen" / "host" / "include"],
-        app_sources=app_sources, stack_bytes=stack,
+        app_sources=app_sources, extra_headers=extra_headers, stack_bytes=stack,
     )
+    if mlperf is not None:
+        (project_dir / "include" / mlperftiny.CONFIG_HEADER).write_text(
+            mlperftiny.config_header(mlperf, archive.name))
     _log(options, f"generated {project_type} project for {archive.name} on {board['name']} in {project_dir}")
     return GeneratedProject(board=board, archive=ARCHIVE)
 
@@ -154,6 +175,7 @@ class BaremetalHandler(UartFirmwareHandler):
     """The transport, the board and the extensions are the floor's (UartFirmwareHandler)."""
 
     platform_name = PLATFORM_NAME
+    project_types = PROJECT_TYPES
     server_dir = HERE
     elf = ELF
     standalone_inputs_npz = STANDALONE_INPUTS_NPZ

@@ -17,3 +17,7 @@ UTVM_RUNTIME_POSIX_SRCS := \
 	$(UTVM_RUNTIME_DIR)/ports/posix/port_posix.c \
 	$(UTVM_RUNTIME_DIR)/ports/posix/main_posix.c
 UTVM_RUNTIME_POSIX_INCLUDES := $(UTVM_RUNTIME_DIR)/ports/posix
+# The MLPerf Tiny runner's device side (project type mlperftiny): add a generated
+# utvm_mlperf_config.h on the include path.
+UTVM_RUNTIME_MLPERFTINY_SRCS := $(UTVM_RUNTIME_DIR)/apps/mlperftiny/mlperftiny.c
+UTVM_RUNTIME_MLPERFTINY_INCLUDES := $(UTVM_RUNTIME_DIR)/apps/mlperftiny

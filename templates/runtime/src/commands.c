@@ -247,7 +247,7 @@ static void cmd_kernel_info(utvm_reply_t *r, uint16_t index) {
     return;
   }
   k = &utvm_model.kernels[index];
-  if (check_room(r, 2u + 2u * k->num_args) != 0) {
+  if (check_room(r, 2u + 2u * (uint32_t)k->num_args) != 0) { /* 16-bit int: no wrap */
     return;
   }
   utvm_put_u16(r->buf, k->num_args);
@@ -282,6 +282,13 @@ static void cmd_read(utvm_reply_t *r, const uint8_t *args) {
       check_room(r, len) != 0) {
     return;
   }
+#ifdef UTVM_CONST_COPY
+  if (utvm_model.tensors[id].storage == UTVM_STORAGE_CONST) {
+    UTVM_CONST_COPY(r->buf, utvm_plan_tensor_data(id) + offset, len); /* not a RAM address */
+    r->len = len;
+    return;
+  }
+#endif
   r->tail = utvm_plan_tensor_data(id) + offset;
   r->tail_len = len;
 }

@@ -87,4 +87,9 @@
 #define UTVM_RX_WINDOW 1
 #endif
 
+/* Constants in a separate program memory (AVR's flash, read with LPM, not with plain loads):
+ * define UTVM_CONST_COPY(dst, src, n) to copy n bytes of a constant tensor into RAM, e.g.
+ * avr-libc's memcpy_P. READ then copies constants into the reply instead of sending them straight
+ * from their address. Undefined (the default): constants are ordinary memory. */
+
 #endif /* UTVM_CONFIG_H_ */

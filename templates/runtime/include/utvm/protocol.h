@@ -79,7 +79,8 @@ enum utvm_log_level {
   UTVM_LOG_DEBUG = 4
 };
 
-static inline uint16_t utvm_get_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+/* The high byte is shifted as an unsigned value: with a 16-bit int (AVR), p[1] << 8 overflows int. */
+static inline uint16_t utvm_get_u16(const uint8_t *p) { return (uint16_t)(p[0] | ((uint16_t)p[1] << 8)); }
 
 static inline uint32_t utvm_get_u32(const uint8_t *p) {
   return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
