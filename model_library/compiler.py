@@ -136,10 +136,8 @@ def compile_model(
     sources = _tvm_kernels(by_symbol, target_dict, kernels_h, ws_alignment, imported.label)
     prototypes = list(dict.fromkeys(sources.prototypes.values()))
     prototypes += [prototype(symbol, lib) for symbol, lib in wrappers.items()]
-    workspace = dict(sources.workspace)
-    workspace.update({s: -(-lib.scratch_bytes // ws_alignment) * ws_alignment for s, lib in wrappers.items()})
     memory = _place_arena(plan, alignment, preserve_inputs)
-    memory["workspace_bytes"] = max(workspace.values(), default=0)
+    memory["workspace_bytes"] = max(sources.workspace.values(), default=0)
     for what in ("arena_bytes", "workspace_bytes", "constant_bytes"):
         if memory[what] > MAX_TENSOR_BYTES:
             raise ModelError(f"{imported.label}: the plan needs {memory[what]:,} bytes of {what[:-6]}; "

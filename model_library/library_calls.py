@@ -139,25 +139,19 @@ def wrapper_source(name: str, kernels_header: str, wrappers: dict) -> str:
         "#endif",
         "",
     ]
+    scratch = max((lib.scratch_bytes for lib in wrappers.values()), default=0)
+    if scratch:
+        # Kernels run one at a time: one buffer serves them all. A static array rather than the
+        # TVM workspace, so a model needs no workspace allocator for the library's kernels.
+        lines += [f"static uint64_t scratch[{-(-scratch // 8)}]; /* {scratch} bytes */", ""]
     for symbol, lib in wrappers.items():
         lines += [
             f"static const {lib.params_type} {symbol}_params = {_initializer(lib.params)};",
             "",
             prototype(symbol, lib)[:-1] + " {",
         ]
-        call = ", ".join([f"&{symbol}_params", *lib.call_args])
-        if lib.scratch_bytes:
-            lines += [
-                f"  void *scratch = TVMBackendAllocWorkspace(1, 0, (uint64_t){lib.scratch_bytes}ULL, 0, 8);",
-                "  if (scratch == NULL) {",
-                "    return -1;",
-                "  }",
-                f"  {lib.function}({call}, scratch);",
-                "  return TVMBackendFreeWorkspace(1, 0, scratch) == 0 ? 0 : -1;",
-            ]
-        else:
-            lines += [f"  {lib.function}({call});", "  return 0;"]
-        lines += ["}", ""]
+        call = ", ".join([f"&{symbol}_params", *lib.call_args, *(["scratch"] if lib.scratch_bytes else [])])
+        lines += [f"  {lib.function}({call});", "  return 0;", "}", ""]
     return "\n".join(lines)
 
 
