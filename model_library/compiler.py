@@ -67,7 +67,7 @@ def compile_model(
     and the host writes inputs again before a run that needs them); `integer_ops` (default True)
     runs quantized operators as integer kernels with TFLite's arithmetic instead of TVM's float
     emulation; `rounding` ("single" / "double") forces their requantization rounding (default: as
-    TFLite's reference kernel for each operator); `kernel_library` (default: on Arm Cortex
+    TFLite's reference kernel for each operator); `kernel_library` (default: on Arm Cortex-M
     targets, see library_calls.library_enabled) runs the int8 kernels utvm's runtime library has
     (convolution, depthwise convolution, fully connected, add, average pooling) instead of TVM's
     generated C for them;

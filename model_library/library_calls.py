@@ -48,12 +48,12 @@ _ACC_LIMIT = 2**31 - 1
 
 
 def library_enabled(target: dict) -> bool:
-    """Whether kernels call the library by default for this target: on Arm Cortex cores (its
-    SXTB16/SMLAD and SSAT paths are written for them). Elsewhere TVM's generated C, which gcc -O3
-    vectorizes better than the library's portable C on x86-64; `kernel_library=True` still
-    forces the library there. Never on AVR, whose constants live in flash (a different address
-    space, which the library's plain pointers cannot read)."""
-    return str(target.get("mcpu") or "").lower().startswith("cortex-")
+    """Whether kernels call the library by default for this target: on Arm Cortex-M cores, which
+    its SXTB16/SMLAD and SSAT paths are written for. Elsewhere TVM's generated C, which gcc -O3
+    vectorizes better than the library's portable C on x86-64 (Cortex-A boards keep it too);
+    `kernel_library=True` still forces the library there. Never on AVR, whose constants live in
+    flash (a different address space, which the library's plain pointers cannot read)."""
+    return str(target.get("mcpu") or "").lower().startswith("cortex-m")
 
 
 @dataclass
