@@ -5,7 +5,11 @@ Sections:
    TVM's own RPC (server and client on 127.0.0.1) and the raw pipe;
 2. model latency on the host CPU for the MLPerf Tiny models in ../shared/models: the utvm host
    device (timed by the device's own clock), TVM's LLVM build and the TFLite interpreter (1 thread);
-3. the device runtime's code size without a model (host gcc and arm-none-eabi-gcc, Cortex-M3).
+3. the device runtime's code size without a model (host gcc and arm-none-eabi-gcc, Cortex-M3);
+4. arena: utvm's arena against TFLite Micro's activation plan (the tflite-micro package);
+5. Cortex-M: instructions per inference and per layer under QEMU on Cortex-M3/M4F/M7 at -Os and
+   -O2, with CMSIS-NN's instructions for the same layers given `--cmsis-nn DIR` (a checkout the
+   user fetched; the bench builds it, utvm never ships it).
 
 Every process is pinned to one CPU by default: on a 2-core VM, a wake-up across CPUs costs tens
 of microseconds and lands at random, which swamps round trips (see docs/performance.md).
@@ -39,7 +43,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "peer processes on another; none: the OS decides")
     parser.add_argument("--cpus", default=None, metavar="HOST[,PEER]",
                         help="CPU numbers to use (default: the last two this process may use)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["transport", "models", "size"],
+    parser.add_argument("--cmsis-nn", type=Path, default=None, metavar="DIR",
+                        help="a CMSIS-NN checkout: adds its instruction counts to the Cortex-M section")
+    parser.add_argument("--skip", nargs="*", default=[],
+                        choices=["transport", "models", "size", "arena", "cortex-m"],
                         help="sections to leave out")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     return parser.parse_args(argv)
@@ -114,6 +121,30 @@ def main(argv=None) -> int:
         results["code_size"] = run_section("code size", code_size.measure, errors) or {}
         if results["code_size"]:
             print(report.size_table(results["code_size"]) + "\n", flush=True)
+
+    paths = [args.models_dir / f"{n}.tflite" for n in names]
+    if "arena" not in args.skip:
+        from . import arena
+
+        arenas = {p.stem: run_section(f"arena {p.stem}", lambda p=p: arena.measure(p), errors)
+                  for p in paths if p.is_file() and "int8" in p.stem}
+        results["arena"] = {k: v for k, v in arenas.items() if v}
+        if results["arena"]:
+            print(report.arena_table(results["arena"]) + "\n", flush=True)
+
+    if "cortex-m" not in args.skip:
+        from . import cortex_m
+
+        int8_models = [p for p in paths if p.is_file() and "int8" in p.stem]
+        counts = cortex_m.measure(int8_models, args.cmsis_nn, errors, run_section,
+                                  progress=lambda line: print(line, file=sys.stderr, flush=True))
+        results["cortex_m"] = {"counts": counts, "summary": cortex_m.summarize(counts)}
+        print(report.cortex_m_table(results["cortex_m"]["summary"]) + "\n", flush=True)
+        for name in counts:
+            for board in ("mps2_an386", "mps2_an385"):
+                if board in counts[name] and args.cmsis_nn is not None:
+                    rows = cortex_m.layer_rows(counts, name, board, "-Os")
+                    print(report.cortex_m_layers(rows, f"{name} {board} -Os, per layer") + "\n", flush=True)
 
     if errors:
         results["errors"] = errors

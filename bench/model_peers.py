@@ -14,9 +14,11 @@ from .timing import per_call_seconds
 
 
 def _tflite_interpreter(model: Path):
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interp = Interpreter(model_path=str(model), num_threads=1)
+    # TFLite's optimized built-in kernels, without the default XNNPACK delegate.
+    interp = Interpreter(model_path=str(model), num_threads=1,
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interp.allocate_tensors()
     return interp
 

@@ -80,12 +80,13 @@ def model_table(models: dict) -> str:
         ms = {k: (None if m.get(k) is None else m[k] * 1e3) for k in ("utvm_s", "tvm_llvm_s", "tflite_s")}
         rows.append([
             name, fmt(ms["utvm_s"]), fmt(ms["tvm_llvm_s"]), fmt(ms["tflite_s"]),
-            fmt_ratio(ratio(ms["utvm_s"], ms["tvm_llvm_s"])), fmt_ratio(ratio(ms["utvm_s"], ms["tflite_s"])),
+            _goal(ratio(ms["utvm_s"], ms["tvm_llvm_s"]), 0.5), fmt_ratio(ratio(ms["utvm_s"], ms["tflite_s"])),
             fmt(m.get("utvm_max_diff")), fmt(m.get("tvm_llvm_max_diff")),
         ])
-    headers = ["model latency (ms)", "utvm host", "TVM LLVM", "TFLite 1 thr", "utvm / TVM LLVM",
+    headers = ["model latency (ms)", "utvm host", "TVM LLVM", "TFLite 1 thr", "utvm / TVM LLVM (goal <=0.5)",
                "utvm / TFLite", "utvm max|diff|", "LLVM max|diff|"]
-    note = "(times: lower is faster; max|diff|: largest output difference from TFLite's)"
+    note = ("(times: lower is faster; TFLite: its optimized built-in kernels, no delegate; "
+            "max|diff|: largest output difference from TFLite's)")
     return table(headers, rows) + "\n" + note
 
 
@@ -98,3 +99,45 @@ def size_table(sizes: dict) -> str:
         rows.append([f"{name} {s['flags']}", s["text"], s["data"], s["bss"], flash, goal])
     headers = ["runtime code size, no model (bytes)", "text", "data", "bss", "flash", "goal"]
     return table(headers, rows)
+
+
+def _goal(value: Optional[float], at_most: float) -> str:
+    return "n/a" if value is None else f"{fmt_ratio(value)} {verdict(value, at_most=at_most)}"
+
+
+def arena_table(arenas: dict) -> str:
+    """utvm's arena (default, inputs kept) against TFLite Micro's activation plan, in bytes."""
+    rows = []
+    for name, a in arenas.items():
+        default, kept, tflm = a["default"], a["keep_inputs"], a.get("tflite_micro")
+        rows.append([name, f"{default['arena']:,}", f"{default['lower_bound']:,}", f"{kept['arena']:,}",
+                     "n/a" if tflm is None else f"{tflm:,}", _goal(ratio(default["arena"], tflm), 1.0)])
+    headers = ["arena (bytes)", "utvm", "lower bound", "utvm, inputs kept", "TFLite Micro plan",
+               "utvm / TFLM (goal <=1)"]
+    return table(headers, rows)
+
+
+def cortex_m_table(summary: dict) -> str:
+    """Instructions per inference under QEMU -icount, and utvm / CMSIS-NN on the layers both run."""
+    rows = []
+    for name, boards in summary.items():
+        for board, flags in boards.items():
+            for cflags, e in flags.items():
+                r = e.get("ratio")
+                goal = "n/a" if r is None else f"{_goal(r, e['goal'])} (<={e['goal']})"
+                rows.append([f"{name} {board} ({e['cpu']}) {cflags}", _count(e.get("utvm_total")),
+                             _count(e.get("utvm_layers")), _count(e.get("cmsis_nn_layers")), goal])
+    headers = ["Cortex-M instructions", "utvm, inference", "utvm, CMSIS-NN's layers", "CMSIS-NN",
+               "utvm / CMSIS-NN"]
+    return table(headers, rows)
+
+
+def cortex_m_layers(rows: list, title: str) -> str:
+    """Per layer: utvm's and CMSIS-NN's instructions."""
+    body = [[f"{i} {name}", _count(ours), _count(theirs), fmt_ratio(ratio(ours, theirs))]
+            for i, name, ours, theirs in rows]
+    return table([title, "utvm", "CMSIS-NN", "ratio"], body)
+
+
+def _count(value) -> str:
+    return "n/a" if value is None else f"{value:,}"

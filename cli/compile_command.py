@@ -1,4 +1,4 @@
-"""`utvm compile MODEL -o model.tar [--target T] [--format F] [--name N] [--no-check]`.
+"""`utvm compile MODEL -o model.tar [--target T] [--format F] [--name N] [--keep-inputs] [--no-check]`.
 
 Nothing heavy is imported here: TVM loads only when the command runs, so `utvm --help` stays fast.
 """
@@ -57,6 +57,13 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="keep TVM's float emulation of quantized operators instead of integer kernels",
     )
     parser.add_argument(
+        "--keep-inputs",
+        action="store_true",
+        help="keep the inputs' bytes intact through a run (a bigger arena), so runs repeat without "
+        "writing the inputs again; by default the arena reuses them once read and the host writes "
+        "them again before a run that needs them",
+    )
+    parser.add_argument(
         "--no-check",
         dest="check",
         action="store_false",
@@ -102,6 +109,7 @@ def handle_compile(args) -> int:
         alignment=args.alignment,
         integer_ops=not args.float_quantized,
         rounding=args.rounding,
+        preserve_inputs=args.keep_inputs,
         check=args.check,
         progress=progress,
     )

@@ -123,7 +123,8 @@ def _model_targets(template: TemplateProject, options: dict) -> dict:
     return {"mlf_target": (record or {}).get("target") or "c", "runtime_library": None}
 
 
-def _compile_model(model: pathlib.Path, workdir: pathlib.Path, targets: dict) -> pathlib.Path:
+def _compile_model(model: pathlib.Path, workdir: pathlib.Path, targets: dict, keep_inputs: bool = False
+                   ) -> pathlib.Path:
     from utvm.model_library import add_runtime_library
     from utvm.model_library import compile as compile_model
 
@@ -131,7 +132,7 @@ def _compile_model(model: pathlib.Path, workdir: pathlib.Path, targets: dict) ->
     progress(f"compiling {model} for target {target} (this can take a minute)...")
     # The compile-time check runs the archive's C against TVM's own build before anything is generated.
     archive = pathlib.Path(compile_model(model, workdir / "model.tar", target=target, check=True,
-                                         progress=progress))
+                                         preserve_inputs=keep_inputs, progress=progress))
     library = targets.get("runtime_library")
     if library:
         add_runtime_library(model, archive, library["target"], device=library.get("device") or "cpu",
@@ -158,7 +159,10 @@ def cmd_create_project(args) -> int:
             if _is_mlf(model):
                 mlf = model
             else:
-                mlf = _compile_model(model, pathlib.Path(workdir), _model_targets(template, options))
+                # The MLPerf Tiny runner times N inferences on one loaded input: it needs it kept.
+                keep_inputs = options.get("project_type") == "mlperftiny"
+                targets = _model_targets(template, options)
+                mlf = _compile_model(model, pathlib.Path(workdir), targets, keep_inputs)
             progress(f"generating {project_dir} from template {template.directory}...")
             project = template.generate_project(mlf, project_dir, options,
                                                 standalone_crt_dir=args.standalone_crt)

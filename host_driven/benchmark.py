@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .device import DeviceClient
 
@@ -99,3 +99,28 @@ def timed(
         ticks += device.time(kernel=kernel, number=number, repeat=min(group, repeat - len(ticks)),
                              timeout=timeout)
     return BenchmarkResult.from_ticks(ticks, number, warmup, hz)
+
+
+def timed_one_by_one(
+    device: DeviceClient,
+    before_each: Callable[[], None],
+    number: int = 10,
+    repeat: int = 5,
+    warmup: int = 1,
+    timeout: Optional[float] = None,
+) -> BenchmarkResult:
+    """Time the whole model one run at a time, calling ``before_each`` (which writes the inputs
+    again) before every run: for plans whose runs overwrite their inputs. Each of ``repeat``
+    measurements sums ``number`` single timed runs."""
+    _check_counts(number, repeat, warmup)
+    for _ in range(warmup):
+        before_each()
+        device.time(kernel=None, number=1, repeat=1, timeout=timeout)
+    ticks = []
+    for _ in range(repeat):
+        total = 0
+        for _ in range(number):
+            before_each()
+            total += device.time(kernel=None, number=1, repeat=1, timeout=timeout)[0]
+        ticks.append(total)
+    return BenchmarkResult.from_ticks(ticks, number, warmup, device.timer_hz)

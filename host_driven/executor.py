@@ -23,7 +23,7 @@ from utvm.project_api.errors import UserError
 from utvm.project_api.project import GeneratedProject
 
 from . import protocol as P
-from .benchmark import BenchmarkResult, timed
+from .benchmark import BenchmarkResult, timed, timed_one_by_one
 from .device import DeviceClient, DeviceInfo
 from .direct import open_project_transport
 from .errors import HostDrivenError
@@ -307,9 +307,18 @@ class Session(SessionInputs):
         if self._inputs:
             self._refresh_inputs()
         try:
+            if self._inputs and self._runs_clobber_inputs:
+                # A run overwrites the inputs' bytes (the default plan lets the arena reuse them), so
+                # each timed run gets its inputs again first; the device's clock times the run alone.
+                return timed_one_by_one(self.device, self._send_all_inputs, number=number, repeat=repeat,
+                                        warmup=warmup, timeout=self.run_timeout)
             return timed(self.device, None, number=number, repeat=repeat, warmup=warmup)
         finally:
             self.note_inputs_consumed()
+
+    def _send_all_inputs(self) -> None:
+        self._stale_inputs = set(self._inputs)
+        self._refresh_inputs()
 
     def profile(
         self, number: int = 5, repeat: int = 5, warmup: int = 1, on_kernel: Optional[Callable] = None

@@ -23,8 +23,9 @@ from .check import check_archive
 from .errors import ModelError
 from .frontends import MAX_TENSOR_BYTES, import_model, require_model_file
 from .integer_ops import rewrite_integer_ops
-from .kernel_codegen import generate_kernels
+from .kernel_codegen import SUPPORT_HEADER, KernelSources, generate_kernels
 from .library import from_files
+from .library_calls import library_enabled, library_files, prototype, route_to_library, wrapper_source
 from .lowering import lower, prim_funcs_in
 from .memory_planner import LiveBuffer, check_plan, peak_live_bytes, plan_offsets
 from .plan import ExecutionPlan, extract_plan, live_ranges
@@ -33,9 +34,13 @@ from .targets import parse_target, target_string, tvm_target
 from .workspace_schedule import minimize_workspace
 
 DEFAULT_ALIGNMENT = 16
+# The options the metadata records (what the archive was compiled with).
+_RECORDED_OPTIONS = ("alignment", "preserve_inputs", "integer_ops", "rounding", "kernel_library")
 # The runtime backend aligns every workspace allocation to 16 bytes (UTVM_BACKEND_ALIGNMENT).
 BACKEND_ALIGNMENT = 16
-_KNOWN_OPTIONS = ("alignment", "preserve_inputs", "integer_ops", "rounding", "example_inputs", "progress")
+_KNOWN_OPTIONS = (
+    "alignment", "preserve_inputs", "integer_ops", "rounding", "kernel_library", "example_inputs", "progress",
+)
 
 
 def compile_model(
@@ -57,10 +62,15 @@ def compile_model(
     forces the format; `input_shapes` pins input shapes ({name: [dims]}).
 
     Options: `alignment` (bytes, default 16) for arena tensors and constants; `preserve_inputs`
-    (default True) keeps inputs intact through a run, so a run can be repeated without writing
-    them again; `integer_ops` (default True) runs quantized operators as integer kernels with
-    TFLite's arithmetic instead of TVM's float emulation; `rounding` ("single" / "double") forces
-    their requantization rounding (default: as TFLite's reference kernel for each operator);
+    (default False) keeps inputs intact through a run, so a run can be repeated without writing
+    them again (by default an input's bytes are free once the last kernel reading it has run,
+    and the host writes inputs again before a run that needs them); `integer_ops` (default True)
+    runs quantized operators as integer kernels with TFLite's arithmetic instead of TVM's float
+    emulation; `rounding` ("single" / "double") forces their requantization rounding (default: as
+    TFLite's reference kernel for each operator); `kernel_library` (default: on Arm Cortex-M
+    targets, see library_calls.library_enabled) runs the int8 kernels utvm's runtime library has
+    (convolution, depthwise convolution, fully connected, add, average pooling) instead of TVM's
+    generated C for them;
     `progress`, a callable taking one line of text.
 
     `check` (default True) runs the archive's C on this machine before the archive is written and
@@ -78,7 +88,7 @@ def compile_model(
     alignment = int(options.get("alignment", DEFAULT_ALIGNMENT))
     if alignment <= 0 or alignment & (alignment - 1):
         raise ModelError(f"alignment must be a power of two, not {alignment}")
-    preserve_inputs = bool(options.get("preserve_inputs", True))
+    preserve_inputs = bool(options.get("preserve_inputs", False))
     progress: Callable[[str], None] = options.get("progress") or (lambda line: None)
     if isinstance(model, (str, os.PathLike)):
         require_model_file(Path(model))  # before TVM is imported: a typo should cost no seconds
@@ -97,6 +107,11 @@ def compile_model(
     trace: dict = {}  # which bindings each kernel computes, for the layer map
     lowered = lower(imported.mod, target_dict, imported.label, trace)
     plan = extract_plan(lowered, imported.label, imported.output_names)
+    kernel_library = bool(options.get("kernel_library", library_enabled(target_dict)))
+    routed = route_to_library(plan, prim_funcs_in(lowered)) if kernel_library and integer_ops else {}
+    if routed:
+        count = sum(k.prim_func in routed for k in plan.kernels)
+        progress(f"{count} kernels call utvm's int8 kernel library")
 
     name = imported.name
     prefix = f"utvm_{name}"
@@ -105,25 +120,23 @@ def compile_model(
         "preserve_inputs": preserve_inputs,
         "integer_ops": integer_ops,
         "rounding": rounding,
+        "kernel_library": kernel_library,
         "input_shapes": input_shapes or {},
     }
     model_hash = _model_hash(imported, target_dict, settings)
     _assign_symbols(plan, prefix)
 
     progress(f"generating C for {len(plan.kernels)} kernels")
-    funcs = {**prim_funcs_in(lowered), **plan.copy_funcs}
-    by_symbol = {k.function: funcs[k.prim_func] for k in plan.kernels}  # kernels may share code
+    check_funcs = {**plan.copy_funcs, **{n: lib.check_func for n, lib in routed.items()}}
+    funcs = {**prim_funcs_in(lowered), **check_funcs}
+    # Kernels may share code: one C function per PrimFunc.
+    by_symbol = {k.function: funcs[k.prim_func] for k in plan.kernels if k.prim_func not in routed}
+    wrappers = {k.function: routed[k.prim_func] for k in plan.kernels if k.prim_func in routed}
     kernels_h = f"{name}_kernels.h"
-    try:
-        sources = generate_kernels(
-            {symbol: minimize_workspace(func) for symbol, func in by_symbol.items()},
-            target_dict,
-            kernels_h,
-            workspace_alignment=max(alignment, BACKEND_ALIGNMENT),
-        )
-    except Exception as err:
-        first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
-        raise ModelError(f"{imported.label}: TVM could not generate C for the kernels: {first}") from None
+    ws_alignment = max(alignment, BACKEND_ALIGNMENT)
+    sources = _tvm_kernels(by_symbol, target_dict, kernels_h, ws_alignment, imported.label)
+    prototypes = list(dict.fromkeys(sources.prototypes.values()))
+    prototypes += [prototype(symbol, lib) for symbol, lib in wrappers.items()]
     memory = _place_arena(plan, alignment, preserve_inputs)
     memory["workspace_bytes"] = max(sources.workspace.values(), default=0)
     for what in ("arena_bytes", "workspace_bytes", "constant_bytes"):
@@ -139,9 +152,7 @@ def compile_model(
         f"codegen/host/src/{name}_kernels.c": sources.source.encode(),
         f"codegen/host/src/{name}_constants.c": c_sources.constants_source(name, plan, alignment).encode(),
         f"codegen/host/src/{name}_plan.c": c_sources.plan_source(name, prefix, kernels_h, plan).encode(),
-        f"codegen/host/include/{kernels_h}": c_sources.kernels_header(
-            name, kernels_h, list(dict.fromkeys(sources.prototypes.values()))
-        ).encode(),
+        f"codegen/host/include/{kernels_h}": c_sources.kernels_header(name, kernels_h, prototypes).encode(),
         "codegen/host/include/utvm_model_config.h": c_sources.config_header(
             name, model_hash, memory, plan, alignment, max(alignment, BACKEND_ALIGNMENT)
         ).encode(),
@@ -152,6 +163,9 @@ def compile_model(
         "codegen/host/src/" + tvm_interface.SOURCE: tvm_interface.interface_source(meta).encode(),
         "src/relax.txt": lowered.script().encode(),
     }
+    if wrappers:
+        files[f"codegen/host/src/{name}_library_calls.c"] = wrapper_source(name, kernels_h, wrappers).encode()
+        files.update(library_files(routed))
     if imported.layers is not None:
         layer_map.annotate(meta, plan, imported.layers, trace, imported.digest, files, model)
         files[metadata.METADATA_FILE] = metadata.dumps(meta)
@@ -165,12 +179,30 @@ def compile_model(
             source = SourceModel(imported.fmt, model, options.get("example_inputs"))
         library = from_files(Path(output), files)
         kernel_funcs = [k.prim_func for k in plan.kernels]
-        report = check_archive(
-            library, lowered, kernel_funcs, plan.copy_funcs, source, imported.label, progress
-        )
+        report = check_archive(library, lowered, kernel_funcs, check_funcs, source, imported.label, progress)
         progress(report.summary())
     progress("writing the archive")
     return write_archive(Path(output), files)
+
+
+def _tvm_kernels(by_symbol: dict, target: dict, kernels_h: str, ws_alignment: int, label: str
+                 ) -> KernelSources:
+    """TVM's C for the kernels the library does not run (a stub file when there are none)."""
+    if not by_symbol:
+        stub = (f'#include "{SUPPORT_HEADER}"\n#include "{kernels_h}"\n\n'
+                "/* Every kernel of this model calls utvm's kernel library. */\n"
+                "typedef int utvm_no_tvm_kernels_t;\n")
+        return KernelSources(stub, {}, {})
+    try:
+        return generate_kernels(
+            {symbol: minimize_workspace(func) for symbol, func in by_symbol.items()},
+            target,
+            kernels_h,
+            workspace_alignment=ws_alignment,
+        )
+    except Exception as err:
+        first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise ModelError(f"{label}: TVM could not generate C for the kernels: {first}") from None
 
 
 def _apply_integer_ops(imported, integer_ops: bool, rounding) -> int:
@@ -309,7 +341,7 @@ def _metadata(
         "tvm_version": tvm.__version__,
         "target": target,
         "target_str": target_string(target),
-        "options": {k: settings[k] for k in ("alignment", "preserve_inputs", "integer_ops", "rounding")},
+        "options": {k: settings[k] for k in _RECORDED_OPTIONS},
         "inputs": _io_entries(plan, plan.inputs, inputs, "input"),
         "outputs": _io_entries(plan, plan.outputs, outputs, "output"),
         "plan": {

@@ -11,12 +11,30 @@ like every other kernel.
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+# A PrimFunc attribute naming the kernel and its spec (JSON): what library_calls reads to call
+# the runtime's kernel library for the same operator.
+SPEC_ATTR = "utvm.integer_kernel"
+
+
+def tagged(prim_func, op: str, spec):
+    """`prim_func` carrying its operator and spec, for library_calls."""
+    return prim_func.with_attr(SPEC_ATTR, json.dumps({"op": op, "spec": asdict(spec)}))
+
+
+def spec_of(prim_func):
+    """(op, spec dict) of a tagged PrimFunc, or None."""
+    attrs = prim_func.attrs
+    if attrs is None or SPEC_ATTR not in attrs:
+        return None
+    record = json.loads(str(attrs[SPEC_ATTR]))
+    return record["op"], record["spec"]
 
 
 def quantize_multiplier(real: float) -> tuple:
@@ -194,7 +212,7 @@ def conv2d_prim_func(spec: ConvSpec):
         return _requantized(spec, accumulator[index], params, index[3] if nhwc else index[1])
 
     output = te.compute(accumulator.shape, epilogue, name="requantize")
-    return _weighted_prim_func(data, weight, params, output)
+    return tagged(_weighted_prim_func(data, weight, params, output), "conv2d", spec)
 
 
 @dataclass
@@ -230,7 +248,7 @@ def dense_prim_func(spec: DenseSpec):
     )
 
     output = te.compute((n, m), lambda i, j: _requantized(spec, accumulator[i, j], params, j), "requantize")
-    return _weighted_prim_func(data, weight, params, output)
+    return tagged(_weighted_prim_func(data, weight, params, output), "dense", spec)
 
 
 @dataclass
@@ -282,7 +300,7 @@ def add_prim_func(spec: AddSpec):
         return _clamp_cast(out, spec.activation[0], spec.activation[1], spec.dtype)
 
     output = te.compute(spec.shape, body, name="add")
-    return te.create_prim_func([a, b, output])
+    return tagged(te.create_prim_func([a, b, output]), "add", spec)
 
 
 @dataclass
@@ -338,7 +356,7 @@ def avg_pool_prim_func(spec: AvgPoolSpec):
         return _clamp_cast(value, spec.activation[0], spec.activation[1], spec.dtype)
 
     output = te.compute(sums.shape, average, name="average")
-    return te.create_prim_func([data, output])
+    return tagged(te.create_prim_func([data, output]), "avg_pool2d", spec)
 
 
 def channel_requant_params(

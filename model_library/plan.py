@@ -140,7 +140,7 @@ def extract_plan(mod, label: str, output_names: list) -> ExecutionPlan:
     for i, tid in enumerate(outputs):
         if i < len(output_names) and output_names[i] and b.tensors[tid].root == tid:
             _rename(b, tid, output_names[i])
-    return _renumber(ExecutionPlan(b.tensors, b.kernels, inputs, outputs, b.copy_funcs))
+    return renumber(ExecutionPlan(b.tensors, b.kernels, inputs, outputs, b.copy_funcs))
 
 
 def _returned_vars(main) -> set:
@@ -271,7 +271,7 @@ def _rename(b: _Builder, tid: int, name: str) -> None:
     tensor.name = b.unique(name)
 
 
-def _renumber(plan: ExecutionPlan) -> ExecutionPlan:
+def renumber(plan: ExecutionPlan) -> ExecutionPlan:
     """Order tensors as inputs, then arena tensors in execution order, then constants."""
     order = sorted(plan.tensors, key=lambda t: (t.storage == "const", t.id))
     new_id = {t.id: i for i, t in enumerate(order)}

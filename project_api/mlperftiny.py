@@ -152,7 +152,9 @@ def dut_config(metadata: Mapping[str, Any], model_id: str, dut_name: str, note: 
                         f"{bench.file_dtype} one")
     if not (metadata.get("options") or {}).get("preserve_inputs", True):
         raise UserError("the runner times N inferences on one loaded input, but this archive lets the "
-                        "model overwrite its input", hint="compile with inputs preserved (the default)")
+                        "model overwrite its input",
+                        hint="compile it with `utvm compile --keep-inputs` (preserve_inputs=True), or give "
+                        "`utvm create-project` the model file, which keeps them for this project type")
     in_scale, in_zero = (1.0, 0)
     if conversion == "UTVM_MLPERF_INPUT_QUANTIZE_F32":
         in_scale, in_zero = _quantization(given, "input", model_id)

@@ -25,14 +25,15 @@ _ARCHIVES: Dict[str, Path] = {}
 _PROJECTS: Dict[Tuple[str, str], Path] = {}
 
 
-def cached_archive(tmp_path_factory, key: str, make_model: Callable[[Path], object]) -> Path:
-    """The MLF archive of the model ``make_model(workdir)`` returns (a path or an IRModule), compiled once."""
+def cached_archive(tmp_path_factory, key: str, make_model: Callable[[Path], object], **options) -> Path:
+    """The MLF archive of the model ``make_model(workdir)`` returns (a path or an IRModule), compiled
+    once (with compile ``options``)."""
     if key not in _ARCHIVES:
         from utvm.model_library import compile_model
 
         workdir = tmp_path_factory.mktemp(f"model-{key}")
         model = make_model(workdir)
-        _ARCHIVES[key] = Path(compile_model(model, workdir / f"{key}.tar", model_name=key))
+        _ARCHIVES[key] = Path(compile_model(model, workdir / f"{key}.tar", model_name=key, **options))
     return _ARCHIVES[key]
 
 

@@ -43,13 +43,15 @@ def _make_fc(workdir, key, in_dim, out_dim, quantized=True):
 @pytest.fixture(scope="module")
 def kws_like(tmp_path_factory):
     """An int8 model with kws01's input (490 values) and 12 class scores."""
-    return cached_archive(tmp_path_factory, "mlperf_kws_like", lambda d: _make_fc(d, "kws_like", 490, 12))
+    return cached_archive(tmp_path_factory, "mlperf_kws_like", lambda d: _make_fc(d, "kws_like", 490, 12),
+                          preserve_inputs=True)
 
 
 @pytest.fixture(scope="module")
 def ad_like(tmp_path_factory):
     """An int8 model with ad01's input and output (640 values each)."""
-    return cached_archive(tmp_path_factory, "mlperf_ad_like", lambda d: _make_fc(d, "ad_like", 640, 640))
+    return cached_archive(tmp_path_factory, "mlperf_ad_like", lambda d: _make_fc(d, "ad_like", 640, 640),
+                          preserve_inputs=True)
 
 
 def cli(*args, expect_ok=True):
@@ -497,7 +499,8 @@ def test_the_mlperf_tiny_kws_model_on_ten_inputs_matches_utvm_run(qemu_tools, tm
         pytest.skip(f"reference model {path.name} not found in {SHARED_MODELS}")
     from utvm.model_library import compile as compile_model
 
-    archive = compile_model(path, tmp_path / "kws.tar", target={"kind": "c", "mcpu": "cortex-m4"})
+    archive = compile_model(path, tmp_path / "kws.tar", target={"kind": "c", "mcpu": "cortex-m4"},
+                            preserve_inputs=True)
     rng = np.random.default_rng(7)
     files = [random_file(rng, np.int8, 490) for _ in range(10)]
     done = _runner_matches_utvm_run(tmp_path, archive, "kws01", files, lambda f: f.reshape(1, 49, 10, 1),
@@ -512,7 +515,8 @@ def test_the_mlperf_tiny_ic_model_converts_pixels_and_matches_utvm_run(qemu_tool
         pytest.skip(f"reference model {path.name} not found in {SHARED_MODELS}")
     from utvm.model_library import compile as compile_model
 
-    archive = compile_model(path, tmp_path / "ic.tar", target={"kind": "c", "mcpu": "cortex-m4"})
+    archive = compile_model(path, tmp_path / "ic.tar", target={"kind": "c", "mcpu": "cortex-m4"},
+                            preserve_inputs=True)
     rng = np.random.default_rng(8)
     files = [random_file(rng, np.uint8, 32 * 32 * 3) for _ in range(2)]
     # The runner sends uint8 pixels; the model takes int8: pixel - 128.

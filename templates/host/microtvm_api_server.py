@@ -70,7 +70,7 @@ PROJECT_OPTIONS = [
     ProjectOption("cc", type="str", default="cc", optional=["build"],
                   help="C compiler that build runs (cc, gcc, clang...)"),
     ProjectOption("cflags", type="str", default="", optional=["build"],
-                  help="extra compiler flags, after the defaults (-O2 -g), so e.g. -O3 overrides -O2"),
+                  help="extra compiler flags, after the defaults (-O3 -g), so e.g. -O2 overrides -O3"),
     ProjectOption("verbose", type="bool", default=False,
                   optional=["generate_project", "build", "flash",
                             "open_transport"], help="print each command"),

@@ -29,7 +29,9 @@ NO_MODEL_PARTS = (RUNTIME, PLATFORM, APP, LIBRARY)
 _MODEL_SIZED_SECTIONS = (".bss.arena", ".bss.workspace")
 _ARCHIVE_MEMBER = re.compile(r"^(?P<archive>\S+\.a)\((?P<member>[^)]+)\)$")
 # " .text.name  0xADDRESS  0xSIZE  object" (the name may stand alone on the line before).
-_INPUT_LINE = re.compile(r"^ (?P<name>\S+)?\s+0x[0-9a-fA-F]+\s+0x(?P<size>[0-9a-fA-F]+)\s+(?P<file>\S.*)$")
+_INPUT_LINE = re.compile(
+    r"^ (?P<name>\S+)?\s+0x(?P<address>[0-9a-fA-F]+)\s+0x(?P<size>[0-9a-fA-F]+)\s+(?P<file>\S.*)$"
+)
 _OUTPUT_LINE = re.compile(r"^(?P<name>\.\S+)(?:\s+0x[0-9a-fA-F]+\s+0x[0-9a-fA-F]+.*)?$")
 
 
@@ -106,8 +108,13 @@ def _library_part(member: str, requesters: Dict[str, str]) -> str:
 
 
 def _input_sections(lines: Iterable[str]) -> Iterable[Tuple[str, str, int, str]]:
-    """(output section, input section, size, object) for every kept input section of the memory map."""
+    """(output section, input section, size, object) for every kept input section of the memory map.
+
+    Merged string sections (.rodata.*.str1.1) are listed at their size before the merge, at the
+    address of the string they merged into: only the bytes past what earlier sections covered count.
+    """
     output = ""
+    covered = 0  # the end of the bytes already counted in this output section
     pending: Optional[str] = None  # an input section name whose address and size are on the next line
     for line in lines:
         if not line.strip():
@@ -116,6 +123,7 @@ def _input_sections(lines: Iterable[str]) -> Iterable[Tuple[str, str, int, str]]
             match = _OUTPUT_LINE.match(line)
             output = match.group("name") if match else ""
             pending = None
+            covered = 0
             continue
         if line.startswith(" ") and not line.startswith("  ") and len(line.split()) == 1:
             pending = line.strip()
@@ -128,7 +136,11 @@ def _input_sections(lines: Iterable[str]) -> Iterable[Tuple[str, str, int, str]]
         pending = None
         if name is None or name.startswith("*") and name != "*fill*":
             continue
-        yield output, name, int(match.group("size"), 16), match.group("file").strip()
+        start, size = int(match.group("address"), 16), int(match.group("size"), 16)
+        if name != "*fill*" and size:
+            size = max(0, start + size - max(start, covered))
+            covered = max(covered, start + int(match.group("size"), 16))
+        yield output, name, size, match.group("file").strip()
 
 
 def read_link_map(path, section_kinds: Dict[str, str]) -> LinkBreakdown:
