@@ -12,11 +12,32 @@ from utvm.project_api.wire import SERVER_SCRIPT
 from utvm.templates import builtin_templates
 
 VERBOSE_HELP = "show tracebacks and every server's log"
+QUIET_HELP = ("print results and errors only: no progress lines, and no build output echoed from the "
+              "template's server (for scripts; an error still quotes the end of that output)")
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """--quiet for the whole command: progress() prints nothing and servers' output is not echoed."""
+    global _quiet
+    _quiet = bool(quiet)
+
+
+def is_quiet() -> bool:
+    """Whether --quiet was given."""
+    return _quiet
 
 
 def progress(message: str) -> None:
     """A progress line for a long step, on stderr so that stdout stays clean for data."""
-    print(message, file=sys.stderr, flush=True)
+    if not _quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def shows_live_progress() -> bool:
+    """Whether a progress bar redrawn in place suits stderr: a terminal, and no --quiet. In a pipe or
+    a log file the redraws would only be noise."""
+    return not _quiet and sys.stderr.isatty()
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -27,6 +48,7 @@ class CommandParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                           help=VERBOSE_HELP)
+        self.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=QUIET_HELP)
 
 
 def add_option_argument(parser: argparse.ArgumentParser, help: str = "a project option (repeatable)") -> None:

@@ -12,6 +12,8 @@ import time
 
 from utvm.project_api.errors import UserError
 
+from .common import is_quiet
+
 FORMAT_CHOICES = ("tflite", "onnx", "relax", "torch")
 
 
@@ -97,7 +99,8 @@ def handle_compile(args) -> int:
     output = check_output(args.output)  # an empty -o is "" here; as a Path it would be "."
 
     def progress(line: str) -> None:
-        print(f"[{time.monotonic() - start:6.1f}s] {line}", file=sys.stderr, flush=True)
+        if not is_quiet():
+            print(f"[{time.monotonic() - start:6.1f}s] {line}", file=sys.stderr, flush=True)
 
     compile_model(
         args.model,

@@ -16,7 +16,7 @@ from utvm.project_api.options import describe_options, parse_option_args
 from utvm.project_api.project import GeneratedProject, TemplateProject, open_directory
 from utvm.project_api.wire import SERVER_SCRIPT
 
-from .common import add_option_argument, builtin_templates, progress, resolve_template
+from .common import add_option_argument, builtin_templates, is_quiet, progress, resolve_template
 
 # The Project API method behind each project command, for its deadline and its options.
 COMMAND_METHODS = {"create-project": "generate_project", "build": "build", "flash": "flash"}
@@ -38,7 +38,7 @@ def _add_option_args(parser: argparse.ArgumentParser, method: str) -> None:
 
 def client_options(args, echo: bool = True) -> dict:
     """ProjectAPIClient settings from the command line: debug with -v, a deadline with --timeout."""
-    options = {"debug": args.verbose, "echo": echo}
+    options = {"debug": args.verbose, "echo": echo and not is_quiet()}
     method = COMMAND_METHODS.get(args.command)
     timeout = getattr(args, "timeout", None)
     if method and timeout is not None:

@@ -25,7 +25,7 @@ from utvm.project_api.mlf import read_model_archive
 from utvm.project_api.options import parse_option_args
 from utvm.project_api.project import GeneratedProject
 
-from .common import add_option_argument
+from .common import add_option_argument, is_quiet, shows_live_progress
 
 TRANSPORT_MODES = ("auto", "direct", "relay")
 # The device's TIME command counts runs in 32 bits.
@@ -138,6 +138,8 @@ class _Printer:
         print(text, file=self.stream, flush=True)
 
     def progress(self, what: str, done: int, total: int) -> None:
+        if not shows_live_progress():
+            return
         end = "\n" if done >= total else ""
         print(
             f"\r  {what}: {done / 2**20:.1f} / {total / 2**20:.1f} MiB", end=end, file=sys.stderr, flush=True
@@ -278,7 +280,7 @@ def _open_project(args):
     if not project_dir.is_dir():
         raise UserError(f"project {project_dir} not found",
                         hint="make one with `utvm create-project` and `utvm build`")
-    project = GeneratedProject.from_directory(project_dir, debug=args.verbose)
+    project = GeneratedProject.from_directory(project_dir, debug=args.verbose, echo=not is_quiet())
     try:
         if not project.is_utvm_server:
             raise UserError(

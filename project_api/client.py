@@ -253,6 +253,7 @@ class ProjectAPIClient:
         self.timeouts = dict(DEFAULT_TIMEOUTS, **(timeouts or {}))
         self.validate = validate
         self._info: Optional[Dict[str, Any]] = None
+        self._echo = echo
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._broken: Optional[str] = None
@@ -476,13 +477,16 @@ class ProjectAPIClient:
             text = f"{method}: {detail}"  # a user error: its own words, without the class name
         else:
             text = f"{method} failed: {message}: {detail}" if detail else f"{method} failed: {message}"
+        where = "output above says" if self._echo else "last lines above say"
         exc = RemoteServerError(
             text,
             message,
             traceback_text,
             hint=remote_hint
-            or "the server's output above says why; --verbose (or .remote_traceback) has the traceback",
+            or f"the server's {where} why; --verbose (or .remote_traceback) has the traceback",
         )
+        if not self._echo:  # nothing was echoed (--quiet): the error quotes the end of it
+            exc.details = "\n".join(self.stderr_tail()) or None
         if data.get("exit_code") in (1, 2):
             exc.exit_code = data["exit_code"]  # a user error on the server side exits as it would here
         raise exc
