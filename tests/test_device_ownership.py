@@ -4,9 +4,10 @@ to that process alone ends a session promptly, however long the device is busy.
 The first tests run a real host (a Python process driving the runtime's POSIX device through
 SubprocessTransport, as `utvm run` does), keep the device busy with the fixture model's slow
 kernel (tests/runtime_fixtures), then signal or kill the host and watch both processes. The last
-ones do the same to the `utvm run` command itself, on a host project and on a bare-metal project
-under QEMU, signalling the process alone and its whole group: it must exit with one line and leave
-no device, QEMU or project server behind.
+ones do the same to the `utvm run` command itself, on a host project, a bare-metal project under
+QEMU, an Arduino project under simavr and a Jetson project under qemu-aarch64, signalling the process
+alone and its whole group: it must exit with one line and leave no device, emulator, simulator or
+project server behind.
 """
 
 from __future__ import annotations
@@ -200,9 +201,44 @@ def _processes_of(directory: Path) -> dict:
 @pytest.mark.parametrize("template", sorted(CLI_PROJECTS))
 def test_utvm_run_signalled_closes_its_session_and_leaves_no_device(cli_project, template, signum, target):
     project = cli_project(template)
+    busy = ["--input", f"input={cli_project.busy_input}", "--number", "20"]
+    _signal_utvm_run(project, busy, signum, target)
+
+
+# The simulators of the newer templates: simavr behind the Arduino template's UART-to-pty bridge, and
+# qemu-aarch64 running the Jetson template's device program. A small model benchmarked many times
+# keeps them busy; SIGTERM goes to the process alone and SIGINT to the group (the other two pairs
+# take the same path in utvm, shown above).
+SIMULATED = {
+    "arduino": (("arduino-builder", "avr-gcc", "simavr", "cc"), ("-o", "board=arduino_mega2560")),
+    "jetson": (("aarch64-linux-gnu-gcc", "make", "qemu-aarch64"), ("-o", "board=qemu_aarch64")),
+}
+
+
+@pytest.mark.parametrize("signum,target", [(signal.SIGTERM, "process"), (signal.SIGINT, "group")],
+                         ids=["SIGTERM-process", "SIGINT-group"])
+@pytest.mark.parametrize("template", sorted(SIMULATED))
+def test_utvm_run_signalled_leaves_no_simulator(tmp_path_factory, template, signum, target):
+    from host_driven_helpers import small_tflite_archive
+
+    tools, options = SIMULATED[template]
+    for tool in tools:
+        require_tool(tool)
+    if template == "arduino" and not os.path.isfile("/usr/include/simavr/sim_avr.h"):
+        pytest.skip("libsimavr-dev is not installed (run `make test` as root to install it)")
+    archive = small_tflite_archive(tmp_path_factory)
+    project = tmp_path_factory.mktemp(f"signal-{template}") / "p"
+    for step in (("create-project", template, archive, project, *options), ("build", project)):
+        result = run_cli(*step, timeout=900)
+        assert result.returncode == 0, result.stderr
+    _signal_utvm_run(project, ["--number", "1000000"], signum, target)
+
+
+def _signal_utvm_run(project: Path, run_args, signum: int, target: str) -> None:
+    """Start `utvm run PROJECT --benchmark` in its own group, signal it (or its group) while the
+    device is busy, and check it exits with 128 + signal, one line, and nothing of the project left."""
     utvm = subprocess.Popen(
-        [*CLI, "run", str(project), "--input", f"input={cli_project.busy_input}", "--benchmark",
-         "--number", "20", "--timeout", "600", "--json"],
+        [*CLI, "run", str(project), *run_args, "--benchmark", "--timeout", "600", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True)  # its own group, so killpg reaches it and what shares its group
     try:
