@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,13 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # ../shared/models sits beside the checkout in CI and on developer machines; tests skip without it.
 SHARED_MODELS = REPO_ROOT.parent / "shared" / "models"
+
+# A suite started in the background of a non-interactive shell (`make test &`, nohup, some CI
+# runners) inherits SIGINT ignored, and every process it starts would too: the tests that press
+# Ctrl-C on `utvm` (or on a host driving a device) would then wait out their deadlines. Python's own
+# handler here means the children start with SIGINT at its default, as from a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def shared_model_path(name: str) -> Path:
