@@ -375,7 +375,13 @@ def _pty_session(project, *extra):
 
 def _stop(process):
     process.send_signal(signal.SIGINT)  # Ctrl-C
-    out, err = process.communicate(timeout=60)
+    try:
+        out, err = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        # Ctrl-C was not acted on: the test fails, but leaves no `utvm pty` (and its emulator) behind.
+        process.terminate()
+        process.communicate(timeout=60)
+        raise
     return process.returncode, err
 
 
