@@ -9,11 +9,15 @@ generation instead of leaving ``@board@`` in a Makefile.
 
 from __future__ import annotations
 
+import os
 import pathlib
 import re
+import shlex
 import shutil
-from typing import Any, Dict, List, Mapping
+import subprocess
+from typing import Any, Dict, List, Mapping, Sequence
 
+from .errors import BuildError
 from .options import ProjectOption
 from .record import read_record
 from .server import ServerInfo
@@ -40,6 +44,26 @@ def log_step(options: Mapping[str, Any], platform_name: str, text: str) -> None:
     call's ``verbose`` option is set."""
     if options.get("verbose"):
         print(f"{platform_name}: {text}", flush=True)
+
+
+def run_make(project_dir: pathlib.Path, variables: Sequence[str], options: Mapping[str, Any],
+             platform_name: str) -> None:
+    """Run the project's make with ``variables`` (``NAME=value`` arguments) on up to 8 jobs; a
+    missing make or a failed build is a BuildError. make's output goes to the server's own stdout
+    and stderr, which the client shows to the user."""
+    make = shutil.which("make")
+    if make is None:
+        raise BuildError("make not found on PATH; install it (Debian: apt-get install make)")
+    command = [make, *variables, "-j", str(min(os.cpu_count() or 1, 8))]
+    log_step(options, platform_name, " ".join(shlex.quote(c) for c in command))
+    result = subprocess.run(command, cwd=project_dir, stdin=subprocess.DEVNULL)
+    if result.returncode != 0:
+        raise BuildError(f"make exited with code {result.returncode}; the compiler's output is above")
+
+
+def io_lines(entries) -> str:
+    """A README's list of an archive's inputs or outputs: one line per tensor, name, dtype and shape."""
+    return "".join(f"- `{t['name']}`: {t['dtype']} {t['shape']}\n" for t in entries)
 
 
 def render_text(text: str, values: Mapping[str, str], source: str = "template", multiline=()) -> str:

@@ -30,11 +30,9 @@ clock advances one nanosecond per instruction, so a "time" is an instruction cou
 """
 
 import json
-import os
 import pathlib
 import shlex
 import shutil
-import subprocess
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -188,18 +186,11 @@ class BaremetalHandler(UartFirmwareHandler):
 
     def build(self, options):
         board = self._board()
-        make = shutil.which("make")
-        if make is None:
-            raise BuildError("make not found on PATH; install it (Debian: apt-get install make)")
         if shutil.which("arm-none-eabi-gcc") is None:
             raise BuildError("arm-none-eabi-gcc not found on PATH; install it (Debian: apt-get install "
                              "gcc-arm-none-eabi libnewlib-arm-none-eabi)")
-        command = [make, f"CFLAGS_EXTRA={options.get('cflags') or ''}", "-j", str(min(os.cpu_count() or 1,
-                                                                                      8))]
-        _log(options, " ".join(shlex.quote(c) for c in command))
-        result = subprocess.run(command, cwd=HERE, stdin=subprocess.DEVNULL)
-        if result.returncode != 0:
-            raise BuildError(f"make exited with code {result.returncode}; the compiler's output is above")
+        template_support.run_make(HERE, [f"CFLAGS_EXTRA={options.get('cflags') or ''}"], options,
+                                  PLATFORM_NAME)
         _report_sizes(board, options.get("cflags") or "")
 
     def _runner(self, board, options):

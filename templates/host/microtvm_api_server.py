@@ -19,9 +19,7 @@ Makefile. Everything here, generation included, needs only Python's standard lib
 and running need make and a C compiler. ``build`` runs make, ``flash`` has nothing to do.
 """
 
-import os
 import pathlib
-import shlex
 import shutil
 import subprocess
 import sys
@@ -81,10 +79,6 @@ def _log(options, text):
     template_support.log_step(options, PLATFORM_NAME, text)
 
 
-def _io_lines(entries):
-    return "".join(f"- `{t['name']}`: {t['dtype']} {t['shape']}\n" for t in entries)
-
-
 def _usage(project_type, program):
     if project_type == "mlperftiny":
         return (f"`{program}` is the MLPerf Tiny runner's device under test, on its stdin/stdout.\n"
@@ -142,7 +136,8 @@ def _generate(mlf_path, project_dir, options):
         common, defines=" ".join(defines), includes=" ".join(f"-I{d}" for d in includes),
         strict_sources=" ".join(strict), generated_sources=" ".join(generated)))
     template_support.render_file(HERE / "README.md.in", project_dir / "README.md", dict(
-        common, inputs=_io_lines(archive.inputs), outputs=_io_lines(archive.outputs),
+        common, inputs=template_support.io_lines(archive.inputs),
+        outputs=template_support.io_lines(archive.outputs),
         usage=_usage(project_type, program)), multiline=("inputs", "outputs", "usage"))
     _log(options, f"generated {project_type} project for {archive.name} in {project_dir}")
     return GeneratedProject(board=board, archive=ARCHIVE)
@@ -174,19 +169,10 @@ class HostHandler(DeviceProcessRelay, ProjectAPIHandler):
     def build(self, options):
         if read_record(HERE) is None:
             raise BuildError("build runs in a generated project, not in the template")
-        make = shutil.which("make")
-        if make is None:
-            raise BuildError("make not found on PATH; install it (Debian: apt-get install make)")
         if shutil.which(options["cc"]) is None:
             raise BuildError(f"C compiler {options['cc']!r} not found on PATH; set the cc option")
-        command = [make, f"CC={options['cc']}", f"CFLAGS_EXTRA={options['cflags']}",
-                   f"V={int(options['verbose'])}",
-                   "-j", str(min(os.cpu_count() or 1, 8))]
-        _log(options, " ".join(shlex.quote(c) for c in command))
-        # make's output goes to our stdout/stderr, which the client shows to the user.
-        result = subprocess.run(command, cwd=HERE, stdin=subprocess.DEVNULL)
-        if result.returncode != 0:
-            raise BuildError(f"make exited with code {result.returncode}; the compiler's output is above")
+        template_support.run_make(HERE, [f"CC={options['cc']}", f"CFLAGS_EXTRA={options['cflags']}",
+                                         f"V={int(options['verbose'])}"], options, PLATFORM_NAME)
         program = self._program(options)
         size = shutil.which("size")
         if size is not None:

@@ -23,11 +23,9 @@ aarch64-linux-gnu-gcc. Timings of the emulated board follow the host's clock: th
 real-board timings.
 """
 
-import os
 import pathlib
 import shlex
 import shutil
-import subprocess
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -146,10 +144,6 @@ def _check_device(board, project_type, device):
                         hint="use a Jetson board (`utvm boards --template jetson`), or -o device=cpu")
 
 
-def _io_lines(entries):
-    return "".join(f"- `{t['name']}`: {t['dtype']} {t['shape']}\n" for t in entries)
-
-
 def _usage(project_type):
     if project_type == "host_driven":
         return (f"\n`make` cross-compiles `{PROGRAM}`; `utvm flash .` copies it to the board over SSH (an\n"
@@ -215,7 +209,8 @@ def _generate(mlf_path, project_dir, options):
             shutil.copy2(HERE / name, project_dir / name)
     template_support.render_file(HERE / "README.md.in", project_dir / "README.md", {
         "model_name": archive.name, "board": board["name"], "project_type": project_type,
-        "inputs": _io_lines(archive.inputs), "outputs": _io_lines(archive.outputs),
+        "inputs": template_support.io_lines(archive.inputs),
+        "outputs": template_support.io_lines(archive.outputs),
         "usage": _usage(project_type)}, multiline=("inputs", "outputs", "usage"))
     _log(options, f"generated {project_type} project for {archive.name} on {board['name']} in {project_dir}")
     return GeneratedProject(board=board, archive=ARCHIVE)
@@ -297,19 +292,12 @@ class JetsonHandler(DeviceProcessRelay, ProjectAPIHandler):
         board = self._board()
         if options["project_type"] == "tvm_runtime":
             return self._build_library(options)
-        make = shutil.which("make")
-        if make is None:
-            raise BuildError("make not found on PATH; install it (Debian: apt-get install make)")
         if shutil.which(options["cc"]) is None:
             raise BuildError(f"C compiler {options['cc']!r} not found on PATH; install it (Debian: apt-get "
                              "install gcc-aarch64-linux-gnu) or set the cc option")
-        command = [make, f"CC={options['cc']}", f"CFLAGS_EXTRA={options['cflags']}",
-                   f"STATIC={int(options['static'])}", f"V={int(options['verbose'])}",
-                   "-j", str(min(os.cpu_count() or 1, 8))]
-        _log(options, " ".join(shlex.quote(c) for c in command))
-        result = subprocess.run(command, cwd=HERE, stdin=subprocess.DEVNULL)
-        if result.returncode != 0:
-            raise BuildError(f"make exited with code {result.returncode}; the compiler's output is above")
+        template_support.run_make(HERE, [f"CC={options['cc']}", f"CFLAGS_EXTRA={options['cflags']}",
+                                         f"STATIC={int(options['static'])}", f"V={int(options['verbose'])}"],
+                                  options, PLATFORM_NAME)
         program = self._built(PROGRAM)
         elf_check.require_aarch64(program, executable=True)
         print(f"{PLATFORM_NAME}: built {PROGRAM} for {board['name']} ({' '.join(cpu_flags(board))}"
