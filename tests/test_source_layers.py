@@ -26,6 +26,10 @@ from utvm.project_api.mlf import ArchiveError, validate_metadata
 
 pytestmark = pytest.mark.timeout(900)
 
+TFLITE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "FULLY_CONNECTED", "SOFTMAX"}  # kws, ad01
+ONNX_OPS = {"Conv", "Relu", "Add", "MaxPool", "GlobalAveragePool", "Flatten", "Gemm", "Softmax", "MatMul",
+            "QuantizeLinear", "DequantizeLinear"}  # model_builders' cnn and qdq_cnn
+
 
 def cli(*args):
     result = run_cli(*args)
@@ -125,8 +129,7 @@ def test_mlperf_model_matches_tflite_layer_by_layer_on_the_host(tmp_path_factory
     compared = [k["index"] for k in library.kernels if k["source_output"] is not None]
     assert [c["kernel_index"] for c in validation["checks"]] == compared
     assert len(compared) >= len(library.kernels) - 1  # kws: a dequantize inside the softmax layer
-    ops = {"CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "FULLY_CONNECTED", "SOFTMAX"}
-    assert_layers_shown(report, human, library, ops)
+    assert_layers_shown(report, human, library, TFLITE_OPS)
     # The names are the model's: TFLite output tensor names.
     assert "functional_1/" in human
 
@@ -185,9 +188,7 @@ def test_onnx_model_matches_onnx_runtime_node_by_node(tmp_path_factory, tmp_path
     code, report, human = run_against_source(host_project(tmp_path, archive))
     assert code == 0, human
     assert report["validation"]["passed"] and "ONNX Runtime" in report["validation"]["reference"]
-    ops = {"Conv", "Relu", "Add", "MaxPool", "GlobalAveragePool", "Flatten", "Gemm", "Softmax", "MatMul",
-           "QuantizeLinear", "DequantizeLinear"}
-    assert_layers_shown(report, human, library, ops)
+    assert_layers_shown(report, human, library, ONNX_OPS)
     # A fused kernel lists every node it covers: the first convolution with its activation.
     first = [library.metadata["source_layers"]["layers"][i]["op"] for i in library.kernels[0]["layers"]]
     assert "Relu" in first or "QuantizeLinear" in first, first
@@ -258,24 +259,65 @@ def test_pytorch_program_given_from_python(tmp_path):
 # ---------------------------------------------------------------- mps2_an386 under QEMU
 
 
-@pytest.mark.parametrize("name", ["kws_dscnn_int8.tflite", "ad01_fp32.tflite"])
-def test_mlperf_model_matches_tflite_layer_by_layer_on_mps2_an386(tmp_path, name):
-    model = shared(name)
+def baremetal_project(tmp_path, model):
+    """`utvm create-project baremetal MODEL -o board=mps2_an386`, built (QEMU runs it)."""
     for tool in ("arm-none-eabi-gcc", "make", "qemu-system-arm"):
         require_tool(tool)
     project = tmp_path / "proj"
     cli("create-project", "baremetal", model, project, "-o", "board=mps2_an386")
     cli("build", project)
+    return project
+
+
+def assert_emulated_mps2(report: dict) -> None:
+    board = report["record"]["board"]
+    assert board["name"] == "mps2_an386" and board["emulated"] is True
+    assert board["emulator"] == "qemu-system-arm"
+
+
+@pytest.mark.parametrize("name", ["kws_dscnn_int8.tflite", "ad01_fp32.tflite"])
+def test_mlperf_model_matches_tflite_layer_by_layer_on_mps2_an386(tmp_path, name):
+    project = baremetal_project(tmp_path, shared(name))
     library = load(project / "model.tar")
     code, report, human = run_against_source(project)
     assert code == 0, human
     assert report["validation"]["passed"] and "TFLite" in report["validation"]["reference"]
-    assert_layers_shown(report, human, library,
-                        {"CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "FULLY_CONNECTED", "SOFTMAX"})
-    board = report["record"]["board"]
-    assert board["name"] == "mps2_an386" and board["emulated"] is True
-    assert board["emulator"] == "qemu-system-arm"
+    assert_layers_shown(report, human, library, TFLITE_OPS)
+    assert_emulated_mps2(report)
     assert report["record"]["firmware"]["path"] == "build/firmware.elf"
+
+
+@pytest.mark.parametrize("kind", ["cnn", "qdq_cnn"])
+def test_onnx_model_matches_onnx_runtime_node_by_node_on_mps2_an386(tmp_path, kind):
+    """The QDQ model's int8 kernels are the runtime's kernel library's on Cortex-M, not TVM's C."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed (the test extra)")
+    from model_builders import build_onnx_model
+
+    project = baremetal_project(tmp_path, build_onnx_model(kind, tmp_path / f"{kind}.onnx"))
+    library = load(project / "model.tar")
+    code, report, human = run_against_source(project)
+    assert code == 0, human
+    validation = report["validation"]
+    assert validation["passed"] and "ONNX Runtime" in validation["reference"], validation["verdict"]
+    assert len(validation["checks"]) == len(library.kernels)
+    assert_layers_shown(report, human, library, ONNX_OPS)
+    assert_emulated_mps2(report)
+
+
+def test_pytorch_module_matches_pytorch_node_by_node_on_mps2_an386(tmp_path):
+    torch, net, example = _torch_module()
+    model = tmp_path / "net.pt2"
+    torch.export.save(torch.export.export(net, example), str(model))
+    project = baremetal_project(tmp_path, model)
+    library = load(project / "model.tar")
+    code, report, human = run_against_source(project)
+    assert code == 0, human
+    validation = report["validation"]
+    assert validation["passed"] and "PyTorch" in validation["reference"], validation["verdict"]
+    assert len(validation["checks"]) == len(library.kernels) >= 4
+    assert_layers_shown(report, human, library,
+                        {layer["op"] for layer in library.metadata["source_layers"]["layers"]})
+    assert_emulated_mps2(report)
 
 
 def test_against_without_validate_is_a_one_line_error(tmp_path):
@@ -283,3 +325,4 @@ def test_against_without_validate_is_a_one_line_error(tmp_path):
     assert result.returncode == 2
     assert result.stderr.splitlines()[0] == (
         "error: --against and --source-model choose --validate's reference")
+
