@@ -35,12 +35,31 @@ def output_layer(metadata: Mapping[str, Any], index: int):
 def layer_label(layer: Mapping[str, Any]) -> str:
     """`#3 DEPTHWISE_CONV_2D functional_1/activation_3/Relu`: index, op and a short name.
 
-    TFLite joins the names of fused operations with ';'; the first is the layer's own.
+    TFLite joins the names of fused operations with ';'; the first is the layer's own. A PyTorch
+    node that a module's call made is named by the module's path and type, as the user wrote it:
+    `#1 _native_batch_norm_legit_no_training bn (BatchNorm2d)`.
     """
-    name = layer.get("module") or str(layer["name"]).split(";")[0]
-    return f"#{layer['index']} {layer['op']} {name}"
+    return f"#{layer['index']} {layer['op']} {_where(layer)}"
+
+
+def layers_label(layers: List[Mapping[str, Any]]) -> str:
+    """The labels of `layers`, joined; PyTorch nodes of one module, one after the other, name the
+    module once, after the last: `#7 permute, #8 addmm fc (Linear)`."""
+    parts = []
+    for layer, after in zip(layers, [*layers[1:], None]):
+        same_module = layer.get("module") and after is not None and _where(after) == _where(layer)
+        parts.append(f"#{layer['index']} {layer['op']}" if same_module else layer_label(layer))
+    return ", ".join(parts)
 
 
 def kernel_label(metadata: Mapping[str, Any], index: int) -> str:
     """All layers of kernel `index`, labelled and joined ("" without a map)."""
-    return ", ".join(layer_label(layer) for layer in kernel_layers(metadata, index))
+    return layers_label(kernel_layers(metadata, index))
+
+
+def _where(layer: Mapping[str, Any]) -> str:
+    """The layer's name, or the path and type of the PyTorch module whose call made it."""
+    module, kind = layer.get("module"), layer.get("module_type")
+    if module:
+        return f"{module} ({kind})" if kind else str(module)
+    return str(layer["name"]).split(";")[0]

@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .benchmark import BenchmarkResult, timed
 from .device import DeviceClient
-from .layer_names import layer_label
+from .layer_names import layers_label
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +28,7 @@ class ProfileRow:
 
     @property
     def layer_label(self) -> str:
-        return ", ".join(layer_label(layer) for layer in self.layers)
+        return layers_label(self.layers)
 
     def to_json(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

@@ -29,7 +29,7 @@ from utvm.model_library.tolerance import FLOAT_RTOL, QUANTIZED_ATOL, first_misma
 from utvm.project_api.errors import UserError
 
 from .compare import compare
-from .layer_names import kernel_layers, layer_label, output_layer, source_layers
+from .layer_names import kernel_layers, layers_label, output_layer, source_layers
 from .validate import TensorCheck, ValidationReport
 
 TOLERANCE = (
@@ -85,7 +85,7 @@ def validate_against_source(
         session.run_kernel(index)
         layers = kernel_layers(metadata, index)
         layer = output_layer(metadata, index)
-        label = ", ".join(layer_label(x) for x in layers) or "no layer"
+        label = layers_label(layers) or "no layer"
         if layer is None:
             notes.append(f"kernel {index} ({name}; {label}): its output is no {framework} tensor "
                          "(part of a layer, or a layout change); the next kernel that writes one is compared")

@@ -19,7 +19,7 @@ import numpy as np
 from utvm.project_api.errors import UserError
 
 from .compare import Comparison, compare, tolerance_text
-from .layer_names import kernel_layers, layer_label
+from .layer_names import kernel_layers, layers_label
 
 Reference = Union[None, Mapping[Any, Any], Callable[[Dict[str, np.ndarray]], Mapping[Any, Any]]]
 
@@ -43,7 +43,7 @@ class TensorCheck:
 
     @property
     def layer_label(self) -> str:
-        return ", ".join(layer_label(layer) for layer in self.layers)
+        return layers_label(self.layers)
 
     def to_json(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import operator
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,16 +34,18 @@ from utvm.project_api.mlf import MAX_LAYER_NAME_CHARS, SOURCE_MODEL_FILES
 class Layer:
     """One layer (operator, node) of the source model."""
 
-    index: int  # TFLite operator index, ONNX node index, FX node position
-    op: str  # CONV_2D, Conv, aten.conv2d.default
+    index: int  # TFLite operator index, ONNX node index, PyTorch FX node position
+    op: str  # CONV_2D, Conv, convolution (an ATen op)
     name: str  # TFLite output tensor name, ONNX node name, FX node name
     output: str  # the key the source runtime's tensor is read by (tensor name, output name, FX node name)
-    module: str = ""  # PyTorch: the module path the node came from
+    module: str = ""  # PyTorch: the path of the module whose call the node came from
+    module_type: str = ""  # PyTorch: that module's type (BatchNorm2d)
 
     def to_json(self) -> dict:
         entry = {"index": self.index, "op": self.op, "name": self.name, "output": self.output}
         if self.module:
             entry["module"] = self.module
+            entry["module_type"] = self.module_type
         return entry
 
 
@@ -52,7 +55,7 @@ class LayerMap:
 
     fmt: str
     layers: list
-    var_layer: dict = field(default_factory=dict)  # binding name -> layer index
+    var_layer: dict = field(default_factory=dict)  # binding name -> [indices of the layers it computes]
     var_output: dict = field(default_factory=dict)  # binding name -> layer whose result it is
     operands: dict = field(default_factory=dict)  # binding name -> names its value reads, as imported
 
@@ -73,8 +76,7 @@ class LayerMap:
             if name in seen:
                 continue
             seen.add(name)
-            if name in self.var_layer:
-                covered.add(self.var_layer[name])
+            covered.update(self.var_layer.get(name, ()))
             stack.extend(o for o in self.operands.get(name, ()) if o not in live)
         output = next((self.var_output[n] for n in last if n in self.var_output), None)
         return sorted(covered), output
@@ -143,8 +145,11 @@ class _RecordingDict(dict):
         super().__setitem__(key, value)
 
 
-def assign(fmt: str, mod, recorded: list, layers: list, key_layer: dict) -> tuple:
+def assign(fmt: str, mod, recorded: list, layers: list, key_layer: dict, output_keys=None) -> tuple:
     """Map every binding of the imported `main` to the layer whose conversion emitted it.
+
+    A binding is a layer's result (its framework tensor can be compared) when it holds a key of
+    `output_keys` (default: every key); a PyTorch layer of several nodes has one output node.
 
     Returns (the module with `main`'s bindings renamed, the map). The new names (`b<N>_<name>`)
     are unique, and unlike any name TVM's passes give the bindings they add (`lv`, `lv1`, `gv`),
@@ -153,32 +158,36 @@ def assign(fmt: str, mod, recorded: list, layers: list, key_layer: dict) -> tupl
     from tvm import relax
 
     main = mod["main"]
-    results = [(key_layer[key], expr) for key, expr in recorded if key in key_layer]
+    results = [(key_layer[key], expr, output_keys is None or key in output_keys)
+               for key, expr in recorded if key in key_layer]
     result_layer: dict = {}  # binding name -> layer it is the result of
     layer_map = LayerMap(fmt, layers)
     pending: list = []
     for block in main.body.blocks:
         for binding in block.bindings:
             name = binding.var.name
-            # The last layer that stored this binding: a PyTorch getitem names the tensor that
-            # the tuple-valued layer before it (batch norm, max pool with indices) produced.
+            # Every layer that stored this binding: the first emitted it; the others are layers
+            # that hand on the same value (a dropout or clone in eval mode, an ONNX Identity).
+            # Its result is the last one's, the latest name of that tensor.
             matches = [
-                layer
-                for layer, expr in results
+                (layer, is_output)
+                for layer, expr, is_output in results
                 if binding.value.same_as(expr) or (isinstance(expr, relax.Var) and binding.var.same_as(expr))
             ]
-            found = matches[-1] if matches else None
             pending.append(name)
-            if found is None:
+            if not matches:
                 continue
-            result_layer[name] = found
+            result = [layer for layer, is_output in matches if is_output]
+            if result:
+                result_layer[name] = result[-1]
             for earlier in pending:
-                layer_map.var_layer[earlier] = found
+                layer_map.var_layer[earlier] = [matches[0][0]]
+            layer_map.var_layer[name] = list(dict.fromkeys(layer for layer, _ in matches))
             pending = []
     if pending and layers:  # trailing bindings (the return tuple): the last layer's
         last = max(result_layer.values(), default=layers[-1].index)
         for name in pending:
-            layer_map.var_layer[name] = last
+            layer_map.var_layer[name] = [last]
     layer_map.var_output = result_layer
     layer_map.operands = {
         b.var.name: sorted({v.name for v in relax.analysis.free_vars(b.value)})
@@ -368,25 +377,46 @@ def onnx_layers(model) -> tuple:
 
 
 def torch_layers(recorded: list) -> tuple:
-    """([Layer] of the call_function nodes the importer converted, {fx node: layer index}).
+    """([Layer], {fx node: layer index}, {fx nodes that are a layer's output}) of the
+    call_function nodes the importer converted.
 
-    The importer converts the program after PyTorch's decompositions, so its nodes, as recorded,
-    are the layers (the source runtime runs the same decomposed program).
+    The importer converts the program after PyTorch's decompositions, and the source runtime runs
+    that same program, so each of its nodes is a layer, with its ATen op (`convolution`, `relu`),
+    and, when the node comes from a call of a module (`self.bn(x)`), that module's path and type
+    (`bn`, `BatchNorm2d`). A getitem that takes a tensor from a tuple (batch norm's, max pool's
+    with indices) is plumbing, not a layer: it belongs to the node it reads, and is that layer's
+    output (the tensor the framework records).
     """
-    layers, key_layer = [], {}
+    layers, key_layer, outputs = [], {}, {}  # outputs: layer index -> its output node
     for node, _ in recorded:
         if getattr(node, "op", None) != "call_function" or node in key_layer:
             continue
+        source = node.args[0] if node.target is operator.getitem and node.args else None
+        if source in key_layer:
+            index = key_layer[source]
+            if isinstance(outputs[index].meta.get("val"), (tuple, list)):  # its first tensor
+                outputs[index] = node
+                layers[index].output = node.name
+            key_layer[node] = index
+            continue
         index = len(layers)
-        stack = node.meta.get("nn_module_stack") or {}
-        module = ""
-        if stack:
-            path, _ = list(stack.values())[-1]
-            module = _clip(str(path))
-        layers.append(Layer(index, _clip(str(getattr(node.target, "__name__", node.target))), node.name,
-                            node.name, module))
+        path, kind = (list((node.meta.get("nn_module_stack") or {}).values()) or [("", "")])[-1]
+        layers.append(Layer(index, _clip(_op_name(node.target)), node.name, node.name, _clip(str(path)),
+                            _clip(_type_name(kind)) if path else ""))
         key_layer[node] = index
-    return layers, key_layer
+        outputs[index] = node
+    return layers, key_layer, set(outputs.values())
+
+
+def _type_name(kind) -> str:
+    """`BatchNorm2d` of `torch.nn.modules.batchnorm.BatchNorm2d` (a name or the class itself)."""
+    return getattr(kind, "__name__", None) or str(kind).rsplit(".", 1)[-1]
+
+
+def _op_name(target) -> str:
+    """`relu` of aten.relu.default: the ATen operator without its overload; else the function's name."""
+    packet = getattr(target, "overloadpacket", None)
+    return str(getattr(packet, "__name__", None) or getattr(target, "__name__", target))
 
 
 def _clip(text: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,7 +165,9 @@ def _run_torch_nodes(model, inputs: list, keys: list) -> dict:
             model = torch.export.load(str(model))
         if not isinstance(model, torch.export.ExportedProgram):
             raise Unavailable("reading a PyTorch model's layers needs its torch.export program")
-        model = model.run_decompositions()  # the program TVM's importer converts, node for node
+        with warnings.catch_warnings():  # torch 2.13 warns of its own deprecated pytree class here
+            warnings.simplefilter("ignore", FutureWarning)
+            model = model.run_decompositions()  # the program TVM's importer converts, node for node
 
         class Recorder(torch.fx.Interpreter):
             def run_node(self, node):

@@ -238,7 +238,7 @@ def _check_source_layers(metadata: dict, fail) -> None:
     for index, layer in enumerate(layers):
         if not isinstance(layer, dict) or layer.get("index") != index:
             fail(f"source_layers.layers[{index}] is not an object with index {index}")
-        for key in ("op", "name", "output") + (("module",) if "module" in layer else ()):
+        for key in ("op", "name", "output") + tuple(k for k in ("module", "module_type") if k in layer):
             _check_name(layer.get(key), f"source_layers.layers[{index}].{key}", fail, MAX_LAYER_NAME_CHARS)
     for index, kernel in enumerate(kernels):
         covered, output = kernel.get("layers", []), kernel.get("source_output")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import operator
 import re
 import shutil
 
@@ -68,7 +69,7 @@ def assert_layers_shown(report: dict, human: str, library, op_names: set) -> Non
     shown = {layers[i]["op"] for k in library.kernels for i in k["layers"]}
     assert shown <= op_names and shown, shown
     for op in shown:
-        assert re.search(rf"#\d+ {re.escape(op)} ", human), human
+        assert re.search(rf"#\d+ {re.escape(op)}[ ,]", human), human
 
 
 # ---------------------------------------------------------------- the map in the archive
@@ -97,6 +98,8 @@ def test_small_tflite_model_maps_its_operators(tmp_path_factory):
         (lambda m: m["source_layers"]["layers"][0].update(index=5), "layers[0]"),
         (lambda m: m["source_layers"]["layers"][0].update(name="a\nb"), "layers[0].name"),
         (lambda m: m["source_layers"]["layers"][0].update(op="x" * 2000), "layers[0].op"),
+        (lambda m: m["source_layers"]["layers"][0].update(module="fc", module_type="a\tb"),
+         "layers[0].module_type"),
         (lambda m: m["plan"]["kernels"][0].update(layers=[7]), "plan.kernels[0].layers"),
         (lambda m: m["plan"]["kernels"][0].update(source_output=3), "source_output"),
         (lambda m: m.pop("source_layers"), "no source_layers"),
@@ -202,10 +205,11 @@ def _torch_module():
             super().__init__()
             self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
             self.bn = torch.nn.BatchNorm2d(8)
+            self.drop = torch.nn.Dropout(0.5)
             self.fc = torch.nn.Linear(8 * 4 * 4, 10)
 
         def forward(self, x):
-            x = torch.relu(self.bn(self.conv(x)))
+            x = self.drop(torch.relu(self.bn(self.conv(x))))
             x = torch.nn.functional.max_pool2d(x, 2)
             return torch.softmax(self.fc(x.flatten(1)), dim=-1)
 
@@ -217,24 +221,80 @@ def _torch_module():
     return torch, net, (torch.randn(1, 3, 8, 8),)
 
 
-def test_pytorch_module_matches_pytorch_node_by_node(tmp_path_factory, tmp_path):
-    torch, net, example = _torch_module()
-
+def _saved_torch_module(torch, net, example):
     def saved(workdir):
         path = workdir / "net.pt2"
         torch.export.save(torch.export.export(net, example), str(path))
         return path
 
-    archive = cached_archive(tmp_path_factory, "torch_net", saved)
+    return saved
+
+
+def assert_torch_layers_in_user_terms(library, human: str) -> None:
+    """The module calls the user wrote (`bn`, a BatchNorm2d) name the nodes; no getitem shows."""
+    layers = library.metadata["source_layers"]["layers"]
+    by_module = {layer["module"]: layer["module_type"] for layer in layers if layer.get("module")}
+    assert by_module == {"conv": "Conv2d", "bn": "BatchNorm2d", "drop": "Dropout", "fc": "Linear"}, by_module
+    assert not [layer for layer in layers if "getitem" in (layer["op"], layer["name"])], layers
+    # Batch norm's tensor is the getitem of its tuple: that layer's output, not a layer of its own.
+    [bn] = [layer for layer in layers if layer.get("module") == "bn"]
+    assert bn["output"].startswith("getitem")
+    assert bn["name"] == bn["op"] == "_native_batch_norm_legit_no_training"
+    assert library.kernels[0]["layers"] == [0, 1] and library.kernels[0]["source_output"] == 1
+    assert "conv (Conv2d), #1 _native_batch_norm_legit_no_training bn (BatchNorm2d)" in human, human
+    assert "getitem" not in human and re.search(r"#\d+ permute, #\d+ addmm fc \(Linear\)", human), human
+    # Dropout (a clone in eval mode) hands on relu's tensor: the kernel computing it covers both.
+    relu, drop = (next(x["index"] for x in layers if x["op"] == op) for op in ("relu", "clone"))
+    covering = [k["index"] for k in library.kernels if relu in k["layers"]]
+    assert covering == [k["index"] for k in library.kernels if drop in k["layers"]] and covering
+
+
+def test_pytorch_module_matches_pytorch_node_by_node(tmp_path_factory, tmp_path):
+    torch, net, example = _torch_module()
+    archive = cached_archive(tmp_path_factory, "torch_net", _saved_torch_module(torch, net, example))
     library = load(archive)
     source = library.metadata["source_layers"]
     assert source["format"] == "torch" and source["model_file"] == "src/model.pt2"
-    by_module = {layer.get("module") for layer in source["layers"]}
-    assert {"conv", "fc"} <= by_module, by_module
     code, report, human = run_against_source(host_project(tmp_path, archive))
     assert code == 0, human
     assert report["validation"]["passed"] and "PyTorch" in report["validation"]["reference"]
     assert_layers_shown(report, human, library, {layer["op"] for layer in source["layers"]})
+    assert_torch_layers_in_user_terms(library, human)
+
+
+def test_pytorch_layers_are_fx_nodes_named_by_their_module_calls():
+    """A container module, a module called twice in a row, a LayerNorm (a tuple and its getitem)
+    and functions called in a container's and the model's forward."""
+    torch = pytest.importorskip("torch", reason="torch not installed (the test extra)")
+    from utvm.host_driven.layer_names import layers_label
+    from utvm.model_library.layer_map import torch_layers
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.act = torch.nn.Linear(4, 4), torch.nn.ReLU()
+
+        def forward(self, x):
+            return torch.sigmoid(self.act(self.act(self.fc(x))))
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block, self.norm = Block(), torch.nn.LayerNorm(4)
+
+        def forward(self, x):
+            return torch.tanh(self.norm(self.block(x)))
+
+    program = torch.export.export(Net().eval(), (torch.randn(1, 4),)).run_decompositions()
+    layers, key_layer, outputs = torch_layers([(node, None) for node in program.graph.nodes])
+    assert layers_label([layer.to_json() for layer in layers]) == (
+        "#0 permute, #1 addmm block.fc (Linear), #2 relu, #3 relu block.act (ReLU), "
+        "#4 sigmoid block (Block), #5 native_layer_norm norm (LayerNorm), #6 tanh tanh")
+    nodes = {node.name: node for node in program.graph.nodes}
+    [getitem] = [n for n in nodes.values() if n.target is operator.getitem and n.args[1] == 0]
+    assert key_layer[getitem] == key_layer[nodes["native_layer_norm"]] == 5
+    assert layers[5].output == getitem.name
+    assert getitem in outputs and nodes["native_layer_norm"] not in outputs
 
 
 def test_pytorch_program_given_from_python(tmp_path):
@@ -317,6 +377,7 @@ def test_pytorch_module_matches_pytorch_node_by_node_on_mps2_an386(tmp_path):
     assert len(validation["checks"]) == len(library.kernels) >= 4
     assert_layers_shown(report, human, library,
                         {layer["op"] for layer in library.metadata["source_layers"]["layers"]})
+    assert_torch_layers_in_user_terms(library, human)
     assert_emulated_mps2(report)
 
 
