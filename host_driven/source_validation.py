@@ -11,12 +11,11 @@ compared. With ``isolate`` (the default) every kernel runs on the framework's te
 kernel runs, each of its inputs that is a source layer's output and differs on the device is
 written with the framework's value, so a difference within the tolerance (int8 rounding one step
 apart) cannot grow through later layers and make a correct kernel look wrong. Tolerance:
-model_library's, the compile-time check's rule.
+model_library's (compare.py), the compile-time check's rule.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import tempfile
 from os import PathLike
@@ -25,17 +24,11 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 from utvm.model_library.source_runtimes import FORMAT_NAMES, SourceModel, Unavailable, run_source_layers
-from utvm.model_library.tolerance import FLOAT_RTOL, QUANTIZED_ATOL, first_mismatch
 from utvm.project_api.errors import UserError
 
-from .compare import compare
+from .compare import compare, tolerance_text
 from .layer_names import kernel_layers, layers_label, output_layer, source_layers
 from .validate import TensorCheck, ValidationReport
-
-TOLERANCE = (
-    f"8- and 16-bit integers within {QUANTIZED_ATOL}; other integers equal; "
-    f"floats within {FLOAT_RTOL:g} x max|reference| of the tensor"
-)
 
 
 def validate_against_source(
@@ -106,7 +99,7 @@ def validate_against_source(
             known[_root(library, tensor_id)] = want
     session.note_inputs_consumed()
     return ValidationReport(checks=checks, reference=f"{framework} model ({_runtime(fmt)})", isolated=isolate,
-                            tolerance=TOLERANCE, notes=notes)
+                            tolerance=tolerance_text(), notes=notes)
 
 
 def _root(library, tensor_id: int) -> int:
@@ -127,13 +120,10 @@ def _write_framework_inputs(session, library, kernel: Mapping[str, Any], known: 
 
 
 def _check(index: int, name: str, spec: Mapping[str, Any], got, want, layers) -> TensorCheck:
-    mismatch = first_mismatch(got, want)
-    comparison = dataclasses.replace(compare(got, want), passed=mismatch is None)
-    if mismatch is not None:  # the elements outside this rule, not compare()'s own
-        comparison = dataclasses.replace(comparison, mismatches=mismatch.count)
     return TensorCheck(
         kernel_index=index, kernel_name=name, tensor_id=int(spec["id"]), tensor_name=str(spec["name"]),
-        dtype=str(spec["dtype"]), shape=list(spec["shape"]), comparison=comparison, layers=list(layers),
+        dtype=str(spec["dtype"]), shape=list(spec["shape"]), comparison=compare(got, want),
+        layers=list(layers),
     )
 
 

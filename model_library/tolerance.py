@@ -18,6 +18,10 @@ import numpy as np
 
 FLOAT_RTOL = 1e-4
 QUANTIZED_ATOL = 1
+TOLERANCE_TEXT = (
+    f"8- and 16-bit integers within {QUANTIZED_ATOL}; other integers equal; "
+    f"floats within {FLOAT_RTOL:g} x max|reference| of the tensor"
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,19 @@ def tolerance_for(dtype, want: np.ndarray) -> float:
     return 0.0
 
 
+def differences(got, want) -> tuple:
+    """(|got - want| per element as float64, the tolerance, the elements beyond it): NaN against
+    NaN and an infinity against the same one differ by 0; any other NaN or infinity by inf."""
+    got, want = np.asarray(got), np.asarray(want)
+    tolerance = tolerance_for(got.dtype if got.dtype.kind == want.dtype.kind else want.dtype, want)
+    g, w = got.astype(np.float64), want.astype(np.float64)
+    same = (g == w) | (np.isnan(g) & np.isnan(w))
+    with np.errstate(invalid="ignore"):  # inf - inf: a NaN, counted as a difference below
+        diff = np.where(same, 0.0, np.abs(g - w))
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    return diff, tolerance, diff > tolerance
+
+
 def first_mismatch(got, want) -> Mismatch | None:
     """None if `got` matches `want` under the rule above, else where and how it does not."""
     got, want = np.asarray(got), np.asarray(want)
@@ -60,13 +77,7 @@ def first_mismatch(got, want) -> Mismatch | None:
         want = want.reshape(got.shape)
     if got.size == 0:
         return None
-    tolerance = tolerance_for(got.dtype if got.dtype.kind == want.dtype.kind else want.dtype, want)
-    g, w = got.astype(np.float64), want.astype(np.float64)
-    same = (g == w) | (np.isnan(g) & np.isnan(w))
-    with np.errstate(invalid="ignore"):  # inf - inf: a NaN, counted as a difference below
-        diff = np.where(same, 0.0, np.abs(g - w))
-    diff = np.where(np.isnan(diff), np.inf, diff)
-    bad = diff > tolerance
+    diff, tolerance, bad = differences(got, want)
     count = int(np.count_nonzero(bad))
     if not count:
         return None
