@@ -7,7 +7,7 @@ them beside the kernel names; an archive without the map gives empty names.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 
 def source_layers(metadata: Mapping[str, Any]) -> List[Dict[str, Any]]:
@@ -50,6 +50,42 @@ def layers_label(layers: List[Mapping[str, Any]]) -> str:
         same_module = layer.get("module") and after is not None and _where(after) == _where(layer)
         parts.append(f"#{layer['index']} {layer['op']}" if same_module else layer_label(layer))
     return ", ".join(parts)
+
+
+def call_layers(metadata: Mapping[str, Any], symbols: Sequence[str]) -> List[List[Dict[str, Any]]]:
+    """The layers of each kernel call of a run that is not the archive's plan: TVM's Relax VM
+    running the archive's model (a tvm_runtime project), whose calls are named by their PrimFunc.
+
+    TVM lowers that module for its own target and may split or fuse a little differently, so the
+    calls are matched with the plan's kernels by PrimFunc name, in order (a plan kernel's PrimFunc
+    is the name of the first kernel that runs its C function). A call that matches none computes
+    part of what the plan's unmatched kernels between its matched neighbours compute: it is given
+    their layers.
+    """
+    kernels = metadata["plan"]["kernels"]
+    if not source_layers(metadata):
+        return [[] for _ in symbols]
+    prim_func: Dict[str, str] = {}
+    for kernel in kernels:
+        prim_func.setdefault(kernel["function"], kernel["name"])
+    names = [prim_func[k["function"]] for k in kernels]
+    matched: List[Optional[int]] = []
+    start = 0
+    for symbol in symbols:
+        found = next((j for j in range(start, len(names)) if names[j] == symbol), None)
+        matched.append(found)
+        start = start if found is None else found + 1
+    result = []
+    for i, found in enumerate(matched):
+        if found is not None:
+            indices: Sequence[int] = [found]
+        else:
+            low = max((m for m in matched[:i] if m is not None), default=-1) + 1
+            high = min((m for m in matched[i + 1:] if m is not None), default=len(kernels))
+            indices = range(low, high)
+        layers = {layer["index"]: layer for j in indices for layer in kernel_layers(metadata, j)}
+        result.append([layers[k] for k in sorted(layers)])
+    return result
 
 
 def kernel_label(metadata: Mapping[str, Any], index: int) -> str:

@@ -9,7 +9,8 @@ Opening asks the project's server where TVM's RPC server for the board is (the
 ``utvm_open_tvm_rpc`` extension: it starts one under qemu-aarch64 or over SSH, or names one given
 by address or tracker key), connects, uploads the project's library and loads it into a Relax VM
 on the board's device. Figures are the board's own: ``run`` and ``benchmark`` come from TVM's
-``time_evaluator`` on the board; ``profile`` times each kernel call there (utvm's board server only);
+``time_evaluator`` on the board; ``profile`` times each kernel call there (utvm's board server only)
+and names its layers from the archive's layer map;
 ``validate`` compares the outputs with the host reference (the archive's C built for this machine).
 
 Every RPC call has a deadline. TVM's RPC calls cannot be interrupted, so each runs on a worker
@@ -33,6 +34,7 @@ from utvm.project_api.errors import UserError
 
 from .benchmark import BenchmarkResult
 from .errors import HostDrivenError, IoTimeoutError, TransportClosedError
+from .layer_names import call_layers
 from .profile import ProfileReport, ProfileRow
 from .relay_transport import close_server_transport
 from .session_inputs import SessionInputs, require_inputs
@@ -315,8 +317,9 @@ class TvmRuntimeSession(SessionInputs):
                                       self.run_timeout * (1 + runs)))
         means = [statistics.fmean(ns) / 1e9 for _, ns in calls]
         total = sum(means)
+        layers = call_layers(self.library.metadata, [name for name, _ in calls])
         rows = [ProfileRow(index=i, name=name, mean=mean, median=statistics.median(ns) / 1e9,
-                           min=min(ns) / 1e9, share=mean / total if total else 0.0)
+                           min=min(ns) / 1e9, share=mean / total if total else 0.0, layers=layers[i])
                 for i, ((name, ns), mean) in enumerate(zip(calls, means))]
         return ProfileReport(rows=rows, total=total, number=number, repeat=repeat)
 

@@ -12,6 +12,7 @@ running after a client is killed; a CUDA project says at build that the board ha
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -86,6 +87,10 @@ def test_utvm_run_drives_tvm_s_relax_vm_on_the_emulated_board(project, model, tm
     assert "note: qemu_aarch64 runs under qemu-aarch64: timings follow the host's clock" in out
     assert "benchmark: mean" in out and "(2 x 3 calls" in out
     assert "profile (device time per kernel):" in out
+    # Every call of TVM's VM is named by the TFLite layer it computes, from the archive's layer map.
+    table = out.split("profile (device time per kernel):\n")[1].split("      total")[0].splitlines()
+    assert table[0].split() == ["#", "kernel", "mean", "ms", "share", "layers"]
+    assert table[1:] and all(re.search(r"  #0 FULLY_CONNECTED \S+$", row) for row in table[1:]), table
     assert "validating the outputs against the host reference" in out
     assert "validation: PASS: the 1 output(s) of the board's run match the host reference" in out
     [want] = tflite_reference(model, [x])

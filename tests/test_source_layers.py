@@ -387,3 +387,23 @@ def test_against_without_validate_is_a_one_line_error(tmp_path):
     assert result.stderr.splitlines()[0] == (
         "error: --against and --source-model choose --validate's reference")
 
+
+
+def test_relax_vm_calls_are_given_the_layers_of_the_plan_kernels_they_match():
+    """A tvm_runtime profile names the calls of TVM's Relax VM: matched with the plan's kernels by
+    PrimFunc, in order; a call TVM split off (softmax, quantize) gets its unmatched neighbours'."""
+    from utvm.host_driven.layer_names import call_layers, layers_label
+
+    ops = ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D", "FULLY_CONNECTED", "SOFTMAX"]
+    layers = [{"index": i, "op": op, "name": f"t{i}", "output": f"t{i}"} for i, op in enumerate(ops)]
+    plan = [("qnn_conv2d", "qnn_conv2d", [0]), ("qnn_conv2d1", "qnn_conv2d1", [1]),
+            ("qnn_conv2d_1", "qnn_conv2d", [2]), ("qnn_dense", "qnn_dense", [3]),
+            ("dequantize", "dequantize", [4]), ("fused_softmax_quantize", "fused_softmax_quantize", [4])]
+    kernels = [{"index": i, "name": name, "function": f"utvm_m_{function}", "layers": covered}
+               for i, (name, function, covered) in enumerate(plan)]
+    metadata = {"source_layers": {"format": "tflite", "layers": layers}, "plan": {"kernels": kernels}}
+    calls = ["qnn_conv2d", "qnn_conv2d1", "qnn_conv2d", "qnn_dense", "dequantize", "softmax", "quantize"]
+    labels = [layers_label(x) for x in call_layers(metadata, calls)]
+    assert labels == ["#0 CONV_2D t0", "#1 DEPTHWISE_CONV_2D t1", "#2 CONV_2D t2", "#3 FULLY_CONNECTED t3",
+                      "#4 SOFTMAX t4", "#4 SOFTMAX t4", "#4 SOFTMAX t4"]
+    assert call_layers({"plan": {"kernels": kernels}}, calls) == [[]] * len(calls)  # no layer map
