@@ -32,6 +32,7 @@ import numpy as np
 from . import integer_kernels as ik
 from .c_names import unique_name
 from .plan import ExecutionPlan, PlanTensor, renumber
+from .targets import is_generic_target
 
 HEADERS = ("utvm_nn.h", "utvm_nn_arith.h")
 SOURCES = {
@@ -55,10 +56,7 @@ def library_enabled(target: dict) -> bool:
     boards, AVR) keep TVM's C; `kernel_library=True` still forces the library there. Never by
     default on AVR, whose constants live in flash (a different address space, which the
     library's plain pointers cannot read)."""
-    mcpu = str(target.get("mcpu") or "").lower()
-    if mcpu:
-        return mcpu.startswith("cortex-m")
-    return target.get("kind") == "c" and not any(target.get(key) for key in ("mtriple", "march"))
+    return str(target.get("mcpu") or "").lower().startswith("cortex-m") or is_generic_target(target)
 
 
 @dataclass
