@@ -25,7 +25,7 @@ from utvm.project_api.mlf import read_model_archive
 from utvm.project_api.options import parse_option_args
 from utvm.project_api.project import GeneratedProject
 
-from .common import add_option_argument, is_quiet, shows_live_progress
+from .common import add_option_argument, is_quiet, progress, shows_live_progress, shows_progress
 
 TRANSPORT_MODES = ("auto", "direct", "relay")
 # The device's TIME command counts runs in 32 bits.
@@ -129,7 +129,8 @@ def cmd_demo(args) -> int:
 
 
 class _Printer:
-    """Human-readable lines: stdout normally, stderr when stdout carries JSON."""
+    """Human-readable lines: stdout normally, stderr when stdout carries JSON. Progress (steps and
+    transfer counters) goes to stderr, on a terminal or when forced (common.shows_progress)."""
 
     def __init__(self, to_stderr: bool):
         self.stream = sys.stderr if to_stderr else sys.stdout
@@ -137,13 +138,21 @@ class _Printer:
     def __call__(self, text: str = "") -> None:
         print(text, file=self.stream, flush=True)
 
-    def progress(self, what: str, done: int, total: int) -> None:
-        if not shows_live_progress():
+    @staticmethod
+    def step(text: str) -> None:
+        """A line saying what a long step is doing (waiting, compiling, validating...)."""
+        progress(text)
+
+    @staticmethod
+    def progress(what: str, done: int, total: int) -> None:
+        live = shows_live_progress()
+        finished = done >= total
+        # Redrawn in place on a terminal; a forced progress in a log gets the finished line only.
+        if not (live or (finished and shows_progress())):
             return
-        end = "\n" if done >= total else ""
-        print(
-            f"\r  {what}: {done / 2**20:.1f} / {total / 2**20:.1f} MiB", end=end, file=sys.stderr, flush=True
-        )
+        start = "\r" if live else ""
+        print(f"{start}  {what}: {done / 2**20:.1f} / {total / 2**20:.1f} MiB",
+              end="\n" if finished else "", file=sys.stderr, flush=True)
 
 
 def _parse_input_specs(specs: List[str]) -> Dict[str, pathlib.Path]:
@@ -369,7 +378,7 @@ def _run_on_farm(args, say, options: Dict[str, Any]) -> int:
         archive_inputs = _load_inputs(signature, spec, args.seed, say)
     session = FarmSession.from_tracker(
         args.tracker, args.key, model, options=options, token_file=args.token_file,
-        queue_timeout=args.queue_timeout, say=say, timeout=args.timeout, progress=say.progress)
+        queue_timeout=args.queue_timeout, say=say.step, timeout=args.timeout, progress=say.progress)
     with session:
         inputs = archive_inputs or _load_inputs(session.signature, spec, args.seed, say)
         farm = {"tracker": args.tracker, "key": args.key, "node": session.board.where,
@@ -445,7 +454,7 @@ def _drive(session, args, say, inputs, clock, origin: Dict[str, Any]) -> int:
     if args.validate and args.against == "source":
         if not hasattr(session, "validate_source"):
             raise UserError("--against source needs a host-driven device (utvm's runtime)")
-        say("validating layer by layer against the source model's framework...")
+        say.step("validating layer by layer against the source model's framework...")
         report = session.validate_source(model_file=args.source_model)
         say(report.table())
         for note in report.notes:
@@ -455,7 +464,7 @@ def _drive(session, args, say, inputs, clock, origin: Dict[str, Any]) -> int:
         summary["validation"] = report.to_json()
     elif args.validate:
         layers = "layer by layer" if hasattr(session, "run_kernel") else "the outputs"
-        say(f"validating {layers} against the host reference...")
+        say.step(f"validating {layers} against the host reference...")
         report = session.validate()
         if not report.passed:
             say(report.table())
