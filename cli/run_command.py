@@ -387,9 +387,6 @@ def _run_on_farm(args, say, options: Dict[str, Any]) -> int:
 
     if not (args.tracker and args.key):
         raise UserError("--tracker and --key go together", hint="give both: --tracker HOST:PORT --key KEY")
-    if args.record:
-        raise UserError("--record covers a local project, not a board reached through --tracker",
-                        hint="run the project locally for its record, or drop --record")
     model = pathlib.Path(args.project)
     if not model.is_file():
         raise UserError(f"model {model} not found",
@@ -407,7 +404,9 @@ def _run_on_farm(args, say, options: Dict[str, Any]) -> int:
         inputs = archive_inputs or _load_inputs(session.signature, spec, args.seed, say)
         farm = {"tracker": args.tracker, "key": args.key, "node": session.board.where,
                 "template": session.board.description.get("template")}
-        return _drive(session, args, say, inputs, session.device_clock(options), {"farm": farm})
+        record = _write_record(args, session.run_record(args.seed, inputs["sources"], options))
+        return _drive(session, args, say, inputs, session.device_clock(options),
+                      {"farm": farm, "record": record})
 
 
 def _record(session, args, clock, inputs) -> Dict[str, Any]:
