@@ -19,6 +19,8 @@ PROGRESS_ENV = "UTVM_PROGRESS"
 PROGRESS_HELP = ("show the progress lines (steps such as compiling, building, flashing, validating) even "
                  "when stderr is not a terminal, as in a CI log; also " + PROGRESS_ENV + "=1. Without it "
                  "they show on a terminal only; --quiet wins over it")
+# A line on the progress channel that starts so is a note or a warning: it prints in a pipe too.
+NOTICE_PREFIXES = ("note:", "warning:")
 _quiet = False
 _forced_progress = False
 
@@ -51,10 +53,16 @@ def shows_progress() -> bool:
     return not _quiet and (sys.stderr.isatty() or progress_forced())
 
 
+def shows_line(message: str) -> bool:
+    """Whether a line of the progress channel prints: a note or warning (NOTICE_PREFIXES) unless
+    --quiet, any other line when shows_progress()."""
+    return not _quiet if message.startswith(NOTICE_PREFIXES) else shows_progress()
+
+
 def progress(message: str) -> None:
     """A progress line for a long step, on stderr so that stdout stays clean for data; printed only
-    when shows_progress()."""
-    if shows_progress():
+    when shows_line() (a note or warning among them prints in a pipe too)."""
+    if shows_line(message):
         print(message, file=sys.stderr, flush=True)
 
 

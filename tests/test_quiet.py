@@ -142,3 +142,20 @@ def test_a_quiet_build_that_fails_quotes_the_compiler(archive, tmp_path):
     assert lines[0].startswith("error: build failed"), built.stderr
     assert any("backend.c" in line and "error" in line for line in lines[1:]), built.stderr
     assert lines[-1].startswith("hint: the server's last lines above say why")
+
+
+def test_a_note_on_the_progress_channel_prints_in_a_pipe(tmp_path):
+    """The compile-time check skipped for want of a C compiler is a note, not progress: a script
+    reading a pipe is told; --quiet silences it with the rest."""
+    from model_builders import make_small_tflite
+
+    model = make_small_tflite(tmp_path / "small.tflite", True)
+    env = dict(unforced(), CC="no-such-cc")
+    piped = subprocess.run([*CLI, "compile", model, "-o", tmp_path / "a.tar"], capture_output=True, text=True,
+                           timeout=PTY_DEADLINE_SEC, env=env)
+    assert piped.returncode == 0, piped.stderr
+    assert "note: check skipped: no C compiler" in piped.stderr, piped.stderr
+    assert "importing the model" not in piped.stderr  # the steps around it stay quiet
+    quiet = subprocess.run([*CLI, "-q", "compile", model, "-o", tmp_path / "b.tar"], capture_output=True,
+                           text=True, timeout=PTY_DEADLINE_SEC, env=env)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
