@@ -63,6 +63,14 @@ def test_record_reproduces_and_follows_cflags(tmp_path_factory, tmp_path):
     cli("build", project)
     assert without_time(record_of(project, tmp_path / "r3.json")) == without_time(first)
 
+    # The same project generated elsewhere: the same image (the debug info names no directory).
+    elsewhere = tmp_path / "another" / "place"
+    cli("create-project", "host", archive, elsewhere)
+    cli("build", elsewhere)
+    moved = record_of(elsewhere, tmp_path / "r5.json")
+    assert moved["firmware"]["sha256"] == first["firmware"]["sha256"]
+    assert str(tmp_path) not in (elsewhere / "build/model_device").read_bytes().decode("latin-1")
+
     # Another cflags: another image, the same archive and model.
     other = tmp_path / "proj_o1"
     cli("create-project", "host", archive, other, "-o", "cflags=-O1")
