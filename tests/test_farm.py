@@ -205,10 +205,11 @@ def test_a_farm_run_carries_the_record_of_what_the_node_built(tmp_path, tracker,
             assert json.loads((tmp_path / f"{name}.json").read_text()) == record
             assert json.loads((tmp_path / f"{name}.record.json").read_text()) == record
             local = project_facts(models["projects"][name])
-            # The image's hash is the node's own: with -g the image holds its build directory, so it
-            # cannot equal the local build's, made elsewhere.
+            # The node built the same project with the same compiler in its own directory: the
+            # image names no directory (-ffile-prefix-map), so it is the local build's, bit for bit.
             assert record["firmware"]["path"] == local["firmware"]["path"]
             assert re.fullmatch("[0-9a-f]{64}", record["firmware"]["sha256"] or ""), record["firmware"]
+            assert record["firmware"]["sha256"] == local["firmware"]["sha256"]
             assert record["versions"]["compiler"] == local["compiler"] and local["compiler"]["version"]
             assert record["template"] == local["template"]
             assert record["archive"]["sha256"] == sha256_file(models[name])
