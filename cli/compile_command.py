@@ -12,7 +12,7 @@ import time
 
 from utvm.project_api.errors import UserError
 
-from .common import is_quiet
+from .common import shows_line
 
 FORMAT_CHOICES = ("tflite", "onnx", "relax", "torch")
 
@@ -99,7 +99,7 @@ def handle_compile(args) -> int:
     output = check_output(args.output)  # an empty -o is "" here; as a Path it would be "."
 
     def progress(line: str) -> None:
-        if not is_quiet():
+        if shows_line(line):
             print(f"[{time.monotonic() - start:6.1f}s] {line}", file=sys.stderr, flush=True)
 
     compile_model(

@@ -15,7 +15,7 @@ from typing import List, Optional
 from utvm.project_api.errors import ServerError, UserError
 
 from . import boards_command, compile_command, farm_command, project_commands, pty_command, run_command
-from .common import QUIET_HELP, VERBOSE_HELP, CommandParser, set_quiet
+from .common import PROGRESS_HELP, QUIET_HELP, VERBOSE_HELP, CommandParser, set_progress, set_quiet
 
 COMMAND_MODULES = (compile_command, project_commands, run_command, pty_command, boards_command, farm_command)
 
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     parser.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
+    parser.add_argument("--progress", action="store_true", help=PROGRESS_HELP)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     for module in COMMAND_MODULES:
         module.register(subparsers)
@@ -62,6 +63,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.verbose = bool(getattr(args, "verbose", False))
     args.quiet = bool(getattr(args, "quiet", False)) and not args.verbose
     set_quiet(args.quiet)
+    set_progress(bool(getattr(args, "progress", False)))
     try:
         return int(args.func(args) or 0)
     except UserError as e:

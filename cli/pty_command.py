@@ -22,7 +22,7 @@ from utvm.project_api.errors import UserError
 from utvm.project_api.options import parse_option_args
 from utvm.project_api.project import GeneratedProject
 
-from .common import add_option_argument, progress
+from .common import add_option_argument, notice, progress
 
 OPEN_PTY = "utvm_open_pty"
 PTY_STATUS = "utvm_pty_status"
@@ -78,7 +78,7 @@ def cmd_pty(args) -> int:
 def _serve(args, project, opened) -> int:
     path = opened["path"]
     if opened.get("note"):
-        progress(f"note: {opened['note']}")
+        notice(f"note: {opened['note']}")
     print(path, flush=True)
     if opened.get("bridged"):
         progress(f"the device is on {path} until "

@@ -25,7 +25,7 @@ from utvm.project_api.mlf import read_model_archive
 from utvm.project_api.options import parse_option_args
 from utvm.project_api.project import GeneratedProject
 
-from .common import add_option_argument, is_quiet, shows_live_progress
+from .common import add_option_argument, is_quiet, progress, shows_live_progress, shows_progress
 
 TRANSPORT_MODES = ("auto", "direct", "relay")
 # The device's TIME command counts runs in 32 bits.
@@ -52,7 +52,9 @@ def register(subparsers) -> None:
         metavar="NAME=FILE.npy",
         help="an input by name or index, from a .npy file (repeatable)",
     )
-    p.add_argument("--output", metavar="OUT.npz", help="write every output to an .npz, under its output name")
+    p.add_argument("--output", metavar="OUT.npz",
+                   help="write every output to an .npz, under its output name, and the run's record beside "
+                   "it as OUT.record.json (not in the .npz, whose members readers take for outputs)")
     p.add_argument("--benchmark", action="store_true", help="device-timed runs: mean, median, std, min, max")
     p.add_argument(
         "--profile", action="store_true", help="device time of every kernel, named as in the archive"
@@ -129,7 +131,8 @@ def cmd_demo(args) -> int:
 
 
 class _Printer:
-    """Human-readable lines: stdout normally, stderr when stdout carries JSON."""
+    """Human-readable lines: stdout normally, stderr when stdout carries JSON. Progress (steps and
+    transfer counters) goes to stderr, on a terminal or when forced (common.shows_progress)."""
 
     def __init__(self, to_stderr: bool):
         self.stream = sys.stderr if to_stderr else sys.stdout
@@ -137,13 +140,21 @@ class _Printer:
     def __call__(self, text: str = "") -> None:
         print(text, file=self.stream, flush=True)
 
-    def progress(self, what: str, done: int, total: int) -> None:
-        if not shows_live_progress():
+    @staticmethod
+    def step(text: str) -> None:
+        """A line saying what a long step is doing (waiting, compiling, validating...)."""
+        progress(text)
+
+    @staticmethod
+    def progress(what: str, done: int, total: int) -> None:
+        live = shows_live_progress()
+        finished = done >= total
+        # Redrawn in place on a terminal; a forced progress in a log gets the finished line only.
+        if not (live or (finished and shows_progress())):
             return
-        end = "\n" if done >= total else ""
-        print(
-            f"\r  {what}: {done / 2**20:.1f} / {total / 2**20:.1f} MiB", end=end, file=sys.stderr, flush=True
-        )
+        start = "\r" if live else ""
+        print(f"{start}  {what}: {done / 2**20:.1f} / {total / 2**20:.1f} MiB",
+              end="\n" if finished else "", file=sys.stderr, flush=True)
 
 
 def _parse_input_specs(specs: List[str]) -> Dict[str, pathlib.Path]:
@@ -225,15 +236,36 @@ def _check_output_path(path: pathlib.Path) -> None:
                         hint="choose a folder you can write to")
 
 
-def _save_outputs(path: pathlib.Path, outputs: Dict[str, Any]) -> None:
+def _save_outputs(path: pathlib.Path, outputs: Dict[str, Any], record, summary: Dict[str, Any], say) -> None:
+    """--output: every output in an .npz, the run's record beside it (run_record.sidecar_path), and
+    where they went in the JSON summary."""
     import numpy as np
+    from utvm.host_driven.run_record import sidecar_path, write_record_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:  # a file object, so numpy does not append .npz to the name
         np.savez(f, **outputs)
+    summary["output_file"] = str(path.resolve())
+    for name in outputs:
+        if name in summary.get("outputs", {}):
+            summary["outputs"][name]["path"] = f"{summary['output_file']}:{name}"
+    if record is not None:
+        summary["output_record"] = str(write_record_file(sidecar_path(path), record).resolve())
+    say(f"outputs written to {path}" + (f", their record to {sidecar_path(path)}" if record else ""))
 
 
-def _run_standalone(args, project, signature, say) -> int:
+def _write_record(args, record: Dict[str, Any]) -> Dict[str, Any]:
+    """--record OUT.json: the record alone, written before the device runs (a run that fails
+    still leaves what it was made from)."""
+    from utvm.host_driven.run_record import write_record_file
+
+    if args.record:
+        write_record_file(args.record, record)
+    return record
+
+
+def _run_standalone(args, project, signature, say, options: Dict[str, Any]) -> int:
+    from utvm.host_driven.run_record import run_record
     from utvm.host_driven.standalone import baked_inputs, run_standalone
 
     wanted = [flag for flag in ("benchmark", "profile", "validate") if getattr(args, flag)]
@@ -253,22 +285,24 @@ def _run_standalone(args, project, signature, say) -> int:
             say(f"input {spec.index} {spec.name!r} {spec.describe()}: baked into the image")
     else:
         inputs = _load_inputs(signature, _parse_input_specs(args.inputs), args.seed, say)
+    clock = project_device_clock(project.directory, options)
+    record = _write_record(args, run_record(project.directory, project.archive, clock, args.seed,
+                                            inputs["sources"]))
     report = run_standalone(project, signature, inputs["arrays"])
     outputs = report["outputs"]
     if report.get("note"):
         say(f"note: {report['note']}")
     for name, array in outputs.items():
         say(f"output {name!r}: {_describe_output(name, array)}")
-    summary = {"project": str(project.directory), "project_type": "aot_standalone", "seed": args.seed}
+    summary = {"project": str(project.directory), "project_type": "aot_standalone", "record": record,
+               "seed": args.seed}
     summary["inputs"] = inputs["sources"]
     summary["outputs"] = {n: {"dtype": str(a.dtype), "shape": list(a.shape)} for n, a in outputs.items()}
     for key in ("status", "ticks", "timer_hz", "instructions", "emulated"):
         if report.get(key) is not None:
             summary[key] = report[key]
     if args.output:
-        _save_outputs(pathlib.Path(args.output), outputs)
-        summary["output_file"] = str(pathlib.Path(args.output).resolve())
-        say(f"outputs written to {args.output}")
+        _save_outputs(pathlib.Path(args.output), outputs, record, summary, say)
     if args.json:
         print(json.dumps(summary, indent=2))
     return 0
@@ -328,7 +362,7 @@ def cmd_run(args) -> int:
             # The inputs are checked against the archive before any device starts.
             signature = ModelSignature(read_model_archive(archive).metadata)
             if project.project_type == "aot_standalone":
-                return _run_standalone(args, project, signature, say)
+                return _run_standalone(args, project, signature, say, options)
             if project.project_type == "mlperftiny":
                 raise UserError(f"{project.directory} is an mlperftiny project: the MLPerf Tiny runner "
                                 "drives it, not utvm run",
@@ -341,7 +375,6 @@ def cmd_run(args) -> int:
             with session:
                 # Cycles on silicon, instructions under QEMU -icount, and a note for every emulated board.
                 clock = project_device_clock(session.project.directory, options, name=session.info.board)
-                # The reproducibility record covers a local project; a farm run has none yet.
                 origin = {"project": str(pathlib.Path(args.project).resolve()),
                           "record": _record(session, args, clock, inputs)}
                 return _drive(session, args, say, inputs, clock, origin)
@@ -354,9 +387,6 @@ def _run_on_farm(args, say, options: Dict[str, Any]) -> int:
 
     if not (args.tracker and args.key):
         raise UserError("--tracker and --key go together", hint="give both: --tracker HOST:PORT --key KEY")
-    if args.record:
-        raise UserError("--record covers a local project, not a board reached through --tracker",
-                        hint="run the project locally for its record, or drop --record")
     model = pathlib.Path(args.project)
     if not model.is_file():
         raise UserError(f"model {model} not found",
@@ -369,12 +399,14 @@ def _run_on_farm(args, say, options: Dict[str, Any]) -> int:
         archive_inputs = _load_inputs(signature, spec, args.seed, say)
     session = FarmSession.from_tracker(
         args.tracker, args.key, model, options=options, token_file=args.token_file,
-        queue_timeout=args.queue_timeout, say=say, timeout=args.timeout, progress=say.progress)
+        queue_timeout=args.queue_timeout, say=say.step, timeout=args.timeout, progress=say.progress)
     with session:
         inputs = archive_inputs or _load_inputs(session.signature, spec, args.seed, say)
         farm = {"tracker": args.tracker, "key": args.key, "node": session.board.where,
                 "template": session.board.description.get("template")}
-        return _drive(session, args, say, inputs, session.device_clock(options), {"farm": farm})
+        record = _write_record(args, session.run_record(args.seed, inputs["sources"], options))
+        return _drive(session, args, say, inputs, session.device_clock(options),
+                      {"farm": farm, "record": record})
 
 
 def _record(session, args, clock, inputs) -> Dict[str, Any]:
@@ -382,12 +414,8 @@ def _record(session, args, clock, inputs) -> Dict[str, Any]:
     from utvm.host_driven.run_record import run_record
 
     project = session.project
-    record = run_record(project.directory, project.archive, clock, args.seed, inputs["sources"])
-    if args.record:
-        path = pathlib.Path(args.record)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return record
+    return _write_record(args, run_record(project.directory, project.archive, clock, args.seed,
+                                          inputs["sources"]))
 
 
 def _drive(session, args, say, inputs, clock, origin: Dict[str, Any]) -> int:
@@ -421,11 +449,7 @@ def _drive(session, args, say, inputs, clock, origin: Dict[str, Any]) -> int:
         say(f"output {name!r}: {_describe_output(name, array)}")
         summary["outputs"][name] = {"dtype": str(array.dtype), "shape": list(array.shape)}
     if args.output:
-        _save_outputs(pathlib.Path(args.output), outputs)
-        summary["output_file"] = str(pathlib.Path(args.output).resolve())
-        for name in outputs:
-            summary["outputs"][name]["path"] = f"{summary['output_file']}:{name}"
-        say(f"outputs written to {args.output}")
+        _save_outputs(pathlib.Path(args.output), outputs, origin.get("record"), summary, say)
     status = 0
     if args.benchmark:
         result = session.benchmark(number=args.number, repeat=args.repeat, warmup=args.warmup)
@@ -445,7 +469,7 @@ def _drive(session, args, say, inputs, clock, origin: Dict[str, Any]) -> int:
     if args.validate and args.against == "source":
         if not hasattr(session, "validate_source"):
             raise UserError("--against source needs a host-driven device (utvm's runtime)")
-        say("validating layer by layer against the source model's framework...")
+        say.step("validating layer by layer against the source model's framework...")
         report = session.validate_source(model_file=args.source_model)
         say(report.table())
         for note in report.notes:
@@ -455,7 +479,7 @@ def _drive(session, args, say, inputs, clock, origin: Dict[str, Any]) -> int:
         summary["validation"] = report.to_json()
     elif args.validate:
         layers = "layer by layer" if hasattr(session, "run_kernel") else "the outputs"
-        say(f"validating {layers} against the host reference...")
+        say.step(f"validating {layers} against the host reference...")
         report = session.validate()
         if not report.passed:
             say(report.table())

@@ -32,6 +32,7 @@ import traceback
 from typing import Any, Callable, Dict, Optional
 
 from utvm.host_driven.direct import open_project_transport
+from utvm.host_driven.run_record import project_facts
 from utvm.project_api.child_process import die_with_parent
 from utvm.project_api.errors import IoTimeoutError, ServerError, UserError
 from utvm.project_api.project import GeneratedProject, TemplateProject
@@ -273,7 +274,8 @@ def generate(session: NodeSession, archive_name: str, options_json: str) -> byte
 def build(session: NodeSession, options_json: str) -> bytes:
     project = session.require_project()
     _step(session, "build", lambda: project.build(session.options(options_json)))
-    return wire.ok()
+    # The client cannot see the image: the node tells it what the run's record needs of the project.
+    return wire.ok_json(project_facts(project.directory))
 
 
 def flash(session: NodeSession, options_json: str) -> bytes:

@@ -121,8 +121,12 @@ class RemoteBoard:
         self._functions: Dict[str, Any] = {}
         self._caller = _Caller(f"utvm-farm-{key}")
         self.key = key
+        self.address = where
         self.where = f"the node serving {key!r} ({where})"
         self.description: Dict[str, Any] = {}
+        # What the node said of the project it built (run_record.project_facts): firmware hash,
+        # compiler, template options; empty until build.
+        self.built: Dict[str, Any] = {}
 
     # -- calls -----------------------------------------------------------------------------------
 
@@ -197,8 +201,10 @@ class RemoteBoard:
     def generate(self, options: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
         return self.call_json(wire.GENERATE, wire.ARCHIVE_NAME, json.dumps(dict(options or {})))
 
-    def build(self, options: Optional[Mapping[str, Any]] = None) -> None:
-        self.call(wire.BUILD, json.dumps(dict(options or {})))
+    def build(self, options: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+        """Build the project on the node; returns (and keeps as ``built``) the node's facts of it."""
+        self.built = self.call_json(wire.BUILD, json.dumps(dict(options or {}))) or {}
+        return self.built
 
     def flash(self, options: Optional[Mapping[str, Any]] = None) -> None:
         self.call(wire.FLASH, json.dumps(dict(options or {})))

@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 from utvm.host_driven.device_clock import DeviceClock, device_clock
 from utvm.host_driven.executor import Session as HostDrivenSession
+from utvm.host_driven.run_record import assemble_record
 from utvm.project_api.errors import UserError
 
 from . import wire
@@ -75,6 +76,7 @@ class FarmSession(HostDrivenSession):
 
     _workdir: Optional[pathlib.Path] = None
     _options: Optional[Dict[str, Any]] = None  # the client's project options, added to the node's
+    archive: Optional[pathlib.Path] = None  # the MLF archive the node built (compiled here if need be)
 
     @classmethod
     def from_tracker(
@@ -137,7 +139,7 @@ class FarmSession(HostDrivenSession):
             if workdir is not None:
                 shutil.rmtree(workdir, ignore_errors=True)
             raise
-        session._workdir, session._options = workdir, options
+        session._workdir, session._options, session.archive = workdir, options, archive
         return session
 
     @property
@@ -153,6 +155,20 @@ class FarmSession(HostDrivenSession):
         merged.update(options or {})
         name = self.info.board if self.info else None
         return device_clock(board.board if board else None, merged, name)
+
+    def run_record(self, seed: int, inputs: Mapping[str, str],
+                   options: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+        """The run's reproducibility record (host_driven.run_record) as far as the client and the
+        node can tell: the archive and model hashes from here; the firmware hash, compiler and
+        template options as the node reported them after its build; the board record the node
+        serves (emulated or not), with ``key`` and ``node`` (its address) added. ``inputs`` says
+        where each input came from."""
+        board = self.project
+        record = assemble_record(board.built if board else {}, self.archive, self.device_clock(options),
+                                 board.board if board else None, seed, inputs)
+        if board is not None:
+            record["board"].update(key=board.key, node=board.address)
+        return record
 
     def close(self) -> None:
         try:

@@ -1,6 +1,7 @@
 """The reproducibility record of a run: what produced a result, enough to produce it again.
 
-`utvm run --json` carries it as ``record`` and `utvm run --record out.json` writes it alone:
+`utvm run --json` carries it as ``record``, `utvm run --record out.json` writes it alone, and
+`utvm run --output OUT.npz` writes it beside the outputs as OUT.record.json (sidecar_path):
 - ``firmware``: the built image's path in the project and its sha256;
 - ``archive``: the project's MLF archive's sha256 and the model hash it records;
 - ``model``: the source model file's sha256 and format (from the archive's layer map);
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import pathlib
 import shlex
 import subprocess
@@ -25,8 +27,8 @@ from utvm.project_api.mlf import read_model_archive
 from utvm.project_api.record import read_record
 
 # The built image of each template, in the order they are looked for under the project.
-FIRMWARE_CANDIDATES = ("build/firmware.elf", "build/model_device", "build/zephyr/zephyr.elf",
-                       "build/firmware.hex", "build/firmware.bin")
+FIRMWARE_CANDIDATES = ("build/firmware.elf", "build/model_device", "build/model_standalone",
+                       "build/zephyr/zephyr.elf", "build/firmware.hex", "build/firmware.bin")
 VERSION_TIMEOUT = 10.0  # seconds for `CC --version`
 
 
@@ -74,23 +76,46 @@ def _utvm_version() -> Optional[str]:
         return None
 
 
-def run_record(project_dir, archive, clock, seed: int, inputs: Mapping[str, str],
-               now: Optional[datetime.datetime] = None) -> Dict[str, Any]:
-    """The record (see the module docstring) of a run of the project at ``project_dir`` with
-    ``archive`` (its MLF archive's path); ``clock`` is the run's DeviceClock, ``inputs`` where
-    each input came from."""
+def project_facts(project_dir) -> Dict[str, Any]:
+    """What the built project itself says for the record: ``firmware`` (the image's path and
+    sha256), ``compiler`` (see compiler_version) and ``template`` (platform and options). A farm
+    node reports this for the project it built, which the client cannot see."""
     project_dir = pathlib.Path(project_dir)
     record = read_record(project_dir)
     options = dict(record.options) if record else {}
-    metadata = read_model_archive(archive).metadata
-    source = metadata.get("source_layers") or {}
     image = firmware_image(project_dir)
-    board = (record.board if record else None) or {}
     return {
         "firmware": {
             "path": str(image.relative_to(project_dir)) if image else None,
             "sha256": sha256_file(image) if image else None,
         },
+        "compiler": compiler_version(project_dir, options),
+        "template": {"platform": record.platform_name if record else None, "options": options},
+    }
+
+
+def run_record(project_dir, archive, clock, seed: int, inputs: Mapping[str, str],
+               now: Optional[datetime.datetime] = None) -> Dict[str, Any]:
+    """The record (see the module docstring) of a run of the project at ``project_dir`` with
+    ``archive`` (its MLF archive's path); ``clock`` is the run's DeviceClock, ``inputs`` where
+    each input came from."""
+    record = read_record(pathlib.Path(project_dir))
+    board = (record.board if record else None) or {}
+    return assemble_record(project_facts(project_dir), archive, clock, board, seed, inputs, now)
+
+
+def assemble_record(facts: Mapping[str, Any], archive, clock, board: Optional[Mapping[str, Any]],
+                    seed: int, inputs: Mapping[str, str], now: Optional[datetime.datetime] = None
+                    ) -> Dict[str, Any]:
+    """The record from a project's facts (project_facts, here or as a farm node reported them),
+    the MLF archive's path, the run's DeviceClock, the board record, the seed and the inputs."""
+    metadata = read_model_archive(archive).metadata
+    source = metadata.get("source_layers") or {}
+    board = board or {}
+    firmware = facts.get("firmware") or {}
+    template = facts.get("template") or {}
+    return {
+        "firmware": {"path": firmware.get("path"), "sha256": firmware.get("sha256")},
         "archive": {"sha256": sha256_file(pathlib.Path(archive)), "model_hash": metadata["model_hash"]},
         "model": {
             "name": metadata["model_name"],
@@ -100,7 +125,7 @@ def run_record(project_dir, archive, clock, seed: int, inputs: Mapping[str, str]
         "versions": {
             "utvm": _utvm_version(),
             "tvm": metadata.get("tvm_version"),
-            "compiler": compiler_version(project_dir, options),
+            "compiler": facts.get("compiler") or {"name": None, "version": None, "flags": None},
         },
         "board": {
             "name": clock.board,
@@ -108,11 +133,27 @@ def run_record(project_dir, archive, clock, seed: int, inputs: Mapping[str, str]
             "emulated": clock.emulated,
             "emulator": (board.get("emulator") or {}).get("system") if clock.emulated else None,
         },
-        "template": {"platform": record.platform_name if record else None, "options": options},
+        "template": {"platform": template.get("platform"), "options": dict(template.get("options") or {})},
         "seed": seed,
         "inputs": dict(inputs),
         "time": (now or datetime.datetime.now(datetime.timezone.utc)).isoformat(timespec="seconds"),
     }
+
+
+def sidecar_path(output) -> pathlib.Path:
+    """Where `utvm run --output OUT.npz` writes the run's record: OUT.record.json beside it. Not
+    inside the .npz, whose every member a reader may take for an output."""
+    output = pathlib.Path(output)
+    stem = output.name[:-len(".npz")] if output.name.endswith(".npz") else output.name
+    return output.with_name(stem + ".record.json")
+
+
+def write_record_file(path, record: Mapping[str, Any]) -> pathlib.Path:
+    """Write a record as JSON (sorted keys, indented) to path; returns the path."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
 
 
 def without_time(record: Mapping[str, Any]) -> Dict[str, Any]:

@@ -103,7 +103,7 @@ def check_archive(
     start = time.monotonic()
     report = CheckReport(kernels=len(library.kernels), outputs=len(library.outputs))
     if shutil.which(os.environ.get("CC") or "cc") is None:  # the compiler HostReference uses
-        progress("check skipped: no C compiler on this machine to build the archive's C (set CC)")
+        progress("note: check skipped: no C compiler on this machine to build the archive's C (set CC)")
         report.skipped.append("no C compiler")
         return report
     progress("checking the archive: its C against TVM's LLVM build on a seeded random input")

@@ -30,7 +30,7 @@ from .lowering import lower, prim_funcs_in
 from .memory_planner import LiveBuffer, check_plan, peak_live_bytes, plan_offsets
 from .plan import ExecutionPlan, extract_plan, live_ranges
 from .source_runtimes import RUNTIME_NAMES, SourceModel
-from .targets import parse_target, target_string, tvm_target
+from .targets import is_generic_target, parse_target, target_string, tvm_target
 from .workspace_schedule import minimize_workspace
 
 DEFAULT_ALIGNMENT = 16
@@ -194,8 +194,9 @@ def _tvm_kernels(by_symbol: dict, target: dict, kernels_h: str, ws_alignment: in
                 "typedef int utvm_no_tvm_kernels_t;\n")
         return KernelSources(stub, {}, {})
     try:
+        vector_unit = is_generic_target(target)
         return generate_kernels(
-            {symbol: minimize_workspace(func) for symbol, func in by_symbol.items()},
+            {symbol: minimize_workspace(func, vector_unit) for symbol, func in by_symbol.items()},
             target,
             kernels_h,
             workspace_alignment=ws_alignment,

@@ -47,6 +47,12 @@ def parse_target(spec: TargetSpec) -> dict:
     return {key: target[key] for key in sorted(target)}
 
 
+def is_generic_target(target: dict) -> bool:
+    """True for the C target with no CPU, triple or architecture named: the host template's,
+    built by the host's own compiler for the machine it runs on."""
+    return target.get("kind", "c") == "c" and not any(target.get(key) for key in ("mcpu", "mtriple", "march"))
+
+
 def _parse_string(text: str) -> dict:
     if not text:
         return {"kind": "c"}

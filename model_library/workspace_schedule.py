@@ -20,13 +20,20 @@ is undone (`covers_domains`).
 from __future__ import annotations
 
 
-def minimize_workspace(func):
-    """Return `func` rescheduled to keep fewer, smaller temporaries (or `func` unchanged)."""
+def minimize_workspace(func, vector_unit: bool = False):
+    """Return `func` rescheduled to keep fewer, smaller temporaries (or `func` unchanged).
+
+    `vector_unit` (a CPU with SIMD: the host) also turns float matrix-vector products whose
+    inner reduction reads weights with a stride into loops over a row of outputs (see
+    `_interchange_matvecs`), which the C compiler vectorizes; that keeps one row of accumulators
+    in the workspace instead of a scalar."""
     from tvm import s_tir
 
     try:
         sch = s_tir.Schedule(func, error_render_level="none")
         _inline_injective(sch)
+        if vector_unit:
+            _interchange_matvecs(sch)
         sch = _fuse_epilogues(sch)
         result = sch.mod["main"].with_attrs(func.attrs) if func.attrs else sch.mod["main"]
     except Exception:  # a schedule the primitives cannot express: keep TVM's kernel as it is
@@ -60,6 +67,66 @@ def _inline_injective(sch) -> None:
                 break
             except Exception:  # not injective, or its consumer cannot take it
                 continue
+
+
+def _interchange_matvecs(sch) -> None:
+    """Put the reduction loop of a float reduction outside its innermost spatial loop when that
+    makes a strided read contiguous (a dense layer with weights [K][N]: w[k][n] read along k).
+    Every output still sums its terms in the same order, from the same init, so the result is
+    the same to the bit; but the inner loop is now over independent outputs, which gcc
+    vectorizes without reassociating any sum."""
+    for block in _blocks(sch):
+        stmt = sch.get(block)
+        kinds = [int(iv.iter_type) for iv in stmt.iter_vars]
+        if kinds.count(2) != 1 or any(k not in (0, 2) for k in kinds) or len(stmt.writes) != 1:
+            continue
+        if "float" not in str(stmt.writes[0].source.dtype):
+            continue
+        loops = sch.get_loops(block)
+        reduce_vars = _reduction_loop_vars(sch, block)
+        if len(loops) < 2 or len(reduce_vars) != 1 or not sch.get(loops[-1]).loop_var.same_as(reduce_vars[0]):
+            continue
+        inner = sch.get(loops[-2]).loop_var
+        if any(inner.same_as(v) for v in reduce_vars) or int(sch.get(loops[-2]).extent) < 8:
+            continue
+        if not _strided_along_reduction(sch, block, loops[-2], loops[-1]):
+            continue
+        try:
+            sch.decompose_reduction(block, loops[-2])
+            update = sch.get_sblock(stmt.name_hint + "_update")
+            loops = sch.get_loops(update)
+            sch.reorder(loops[-1], loops[-2])
+        except Exception:  # the schedule refuses: the block stays as it is
+            continue
+
+
+def _strided_along_reduction(sch, block, spatial_loop, reduce_loop) -> bool:
+    """True if some buffer the block reads is indexed contiguously by the spatial loop (its last
+    index) and with a stride by the reduction loop (an earlier index)."""
+    from tvm import tirx
+
+    realize = sch.get(reduce_loop).body
+    if not hasattr(realize, "iter_values"):
+        return False
+    spatial_var = sch.get(spatial_loop).loop_var
+    reduce_var = sch.get(reduce_loop).loop_var
+    binding = {}
+    for iv, value in zip(realize.block.iter_vars, realize.iter_values):
+        used = tirx.analysis.undefined_vars(value)
+        if len(used) == 1:
+            binding[iv.var] = used[0]
+    for region in realize.block.reads:
+        indices = [r.min for r in region.region]
+        if len(indices) < 2:
+            continue
+        last = tirx.analysis.undefined_vars(indices[-1])
+        earlier = [v for index in indices[:-1] for v in tirx.analysis.undefined_vars(index)]
+        last_loops = [binding.get(v) for v in last]
+        earlier_loops = [binding.get(v) for v in earlier]
+        if (len(last_loops) == 1 and last_loops[0] is not None and last_loops[0].same_as(spatial_var)
+                and any(v is not None and v.same_as(reduce_var) for v in earlier_loops)):
+            return True
+    return False
 
 
 def _fuse_epilogues(sch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 from pathlib import Path
@@ -18,6 +19,10 @@ SHARED_MODELS = REPO_ROOT.parent / "shared" / "models"
 # handler here means the children start with SIGINT at its default, as from a terminal.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# A CI log that asks for progress lines (UTVM_PROGRESS=1) must not change what the tests see: they
+# run utvm through pipes, where it prints no progress lines unless a test forces them itself.
+os.environ.pop("UTVM_PROGRESS", None)
 
 
 def shared_model_path(name: str) -> Path:

@@ -13,6 +13,7 @@ is left. Nothing here asserts a duration.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import tempfile
@@ -70,6 +71,7 @@ def models(tmp_path_factory):
     m4_archive = Path(compile_model(model, root / "small-m4.tar", model_name="small_m4",
                                     target=get_board(QEMU_KEY_BOARD).target))
     expected = {}
+    projects = {}
     inputs = root / "inputs.npz"
     for name, archive, template, options in (("host", host_archive, "host", {}),
                                              ("qemu", m4_archive, "baremetal", {"board": QEMU_KEY_BOARD})):
@@ -77,6 +79,7 @@ def models(tmp_path_factory):
             with tmpl.generate_project(archive, root / f"local-{name}", options) as project:
                 project.build()
                 project.flash()
+                projects[name] = project.directory
                 with Session.from_project(project, model=archive) as session:
                     if not inputs.exists():
                         arrays = session.signature.random_inputs(7)
@@ -85,7 +88,8 @@ def models(tmp_path_factory):
                         session.set_inputs({k: npz[k] for k in npz.files})
                     session.run()
                     expected[name] = session.get_outputs()
-    return {"host": host_archive, "qemu": m4_archive, "inputs": inputs, "expected": expected}
+    return {"host": host_archive, "qemu": m4_archive, "inputs": inputs, "expected": expected,
+            "projects": projects}
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +182,48 @@ def test_a_node_behind_the_proxy_answers_the_same_run(tmp_path, tracker, models)
     finally:
         _stop_node(node)
         proxy.stop()
+
+
+def test_a_farm_run_carries_the_record_of_what_the_node_built(tmp_path, tracker, models):
+    """`utvm run --tracker ... --json --record --output`: the record is the same in all three places;
+    the archive's hash is the client's, the firmware's is the node's, from the same build as a local
+    one of the same archive with the same template and options (compiler, flags, options, image
+    name); the board is the node's, emulated or not."""
+    from utvm.host_driven.run_record import project_facts, sha256_file
+
+    nodes = {"host": start_node(tmp_path, tracker, "host_record", "host"),
+             "qemu": start_node(tmp_path, tracker, "m4_record", "baremetal", f"board={QEMU_KEY_BOARD}")}
+    try:
+        for name, key in (("host", "host_record"), ("qemu", "m4_record")):
+            wait_for_free(tracker, key)
+            argv = ["run", "--tracker", f"127.0.0.1:{tracker}", "--key", key, models[name],
+                    "--json", "--seed", "4", "--record", tmp_path / f"{name}.json",
+                    "--output", tmp_path / f"{name}.npz"]
+            run = subprocess.run([*CLI, *argv], capture_output=True, text=True, timeout=600)
+            assert run.returncode == 0, run.stderr
+            record = json.loads(run.stdout)["record"]
+            assert json.loads((tmp_path / f"{name}.json").read_text()) == record
+            assert json.loads((tmp_path / f"{name}.record.json").read_text()) == record
+            local = project_facts(models["projects"][name])
+            # The node built the same project with the same compiler in its own directory: the
+            # image names no directory (-ffile-prefix-map), so it is the local build's, bit for bit.
+            assert record["firmware"]["path"] == local["firmware"]["path"]
+            assert re.fullmatch("[0-9a-f]{64}", record["firmware"]["sha256"] or ""), record["firmware"]
+            assert record["firmware"]["sha256"] == local["firmware"]["sha256"]
+            assert record["versions"]["compiler"] == local["compiler"] and local["compiler"]["version"]
+            assert record["template"] == local["template"]
+            assert record["archive"]["sha256"] == sha256_file(models[name])
+            assert record["seed"] == 4 and record["inputs"] == {"input": "random (seed 4)"}
+            assert record["board"]["key"] == key and record["board"]["node"].startswith("127.0.0.1:")
+            assert record["versions"]["utvm"] and record["versions"]["tvm"] and record["time"]
+            if name == "host":
+                assert (record["board"]["name"], record["board"]["emulated"]) == ("host", False)
+            else:
+                assert record["board"]["name"] == QEMU_KEY_BOARD and record["board"]["emulated"] is True
+                assert record["board"]["emulator"] == "qemu-system-arm"
+    finally:
+        for node in nodes.values():
+            _stop_node(node)
 
 
 def test_a_node_killed_mid_run_gives_a_clear_error_and_rejoins(tmp_path, tracker, models):

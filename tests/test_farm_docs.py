@@ -6,6 +6,7 @@ model.tflite there. Only the port numbers are changed, to free ones.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -79,6 +80,10 @@ def test_the_walkthrough_runs_as_written(tmp_path):
         assert "validation: PASS" in said and "instructions per run" in said
         assert (tmp_path / "first.npz").is_file() and (tmp_path / "second.npz").is_file()
         assert "refused the token" in said and "exit code 2" in said
+        # The queued run's record, beside its outputs: the node's board, emulated, under its key.
+        assert '"key": "mps2_an386"' in said and '"emulated": true' in said
+        record = json.loads((tmp_path / "second.record.json").read_text())
+        assert record["board"]["node"] == f"127.0.0.1:{ports[1]}" and record["firmware"]["sha256"]
     finally:
         for server in reversed(servers):  # Ctrl-C in terminals 4, 3, 2 and 1
             server.interrupt()

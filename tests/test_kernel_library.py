@@ -12,6 +12,7 @@ import pytest
 from conftest import shared_model_path
 from model_builders import build_onnx_model
 from utvm import model_library as ml
+from utvm.model_library.host_reference import DEFAULT_CFLAGS
 from utvm.model_library.library_calls import library_enabled, pair_rows, quad_rows
 
 LIBRARY_SOURCES = ("utvm_nn_conv.c", "utvm_nn_depthwise.c", "utvm_nn_dense.c", "utvm_nn_elementwise.c")
@@ -30,13 +31,13 @@ def _random(rng, shape, dtype: np.dtype) -> np.ndarray:
     return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
 
 
-def _assert_kernels_agree(with_library, without, seeds) -> int:
+def _assert_kernels_agree(with_library, without, seeds, library_cflags=DEFAULT_CFLAGS) -> int:
     """Run both archives kernel by kernel on seeded random inputs; every kernel's outputs equal.
     Returns how many kernels call the library."""
     assert [k["name"] for k in with_library.kernels] == [k["name"] for k in without.kernels]
     names = {t["id"]: t["name"] for t in with_library.tensors}
     other = {t["name"]: t["id"] for t in without.tensors}
-    with ml.HostReference(with_library) as ours, ml.HostReference(without) as theirs:
+    with ml.HostReference(with_library, cflags=library_cflags) as ours, ml.HostReference(without) as theirs:
         for seed in seeds:
             rng = np.random.default_rng(seed)
             for entry in with_library.inputs:
@@ -73,6 +74,15 @@ def test_mlperf_models_match_tvm_c_kernel_by_kernel(tmp_path, name):
     assert routed >= len(with_library.kernels) // 2
 
 
+@pytest.mark.parametrize("name", ["kws_dscnn_int8", "ad01_int8"])
+def test_the_portable_c_paths_match_tvm_c_too(tmp_path, name):
+    """The library's plain C (what a CPU without SSE2 or the DSP extension runs), built on this
+    machine with its SIMD paths turned off."""
+    with_library, without = _compile_both(shared_model_path(f"{name}.tflite"), tmp_path)
+    cflags = [*DEFAULT_CFLAGS, "-DUTVM_NN_NO_SIMD"]
+    assert _assert_kernels_agree(with_library, without, seeds=(3,), library_cflags=cflags) >= 4
+
+
 def test_weight_layouts_interleave_rows_in_blocks_of_four():
     rows = np.arange(3 * 5, dtype=np.int8).reshape(3, 5)  # K = 5 is padded to 8
     paired = pair_rows(rows)
@@ -85,11 +95,13 @@ def test_weight_layouts_interleave_rows_in_blocks_of_four():
     np.testing.assert_array_equal(quads, np.arange(16))
 
 
-def test_the_library_is_the_default_on_arm_cortex_m_targets_only():
-    """AVR's constants live in flash, which the library's plain pointers cannot read; on other
-    hosts TVM's C, vectorized by gcc -O3, is the faster one."""
+def test_the_library_is_the_default_on_cortex_m_and_on_the_generic_c_target():
+    """Cortex-M takes its DSP paths; the generic C target (the host template's) its SSE2 paths on
+    x86-64. AVR's constants live in flash, which the library's plain pointers cannot read, and
+    other named CPUs keep TVM's C."""
     assert library_enabled({"kind": "c", "mcpu": "cortex-m4"})
     assert library_enabled({"kind": "c", "mcpu": "cortex-m3"})
+    assert library_enabled({"kind": "c"})
     assert not library_enabled({"kind": "c", "mcpu": "atmega328p"})
-    assert not library_enabled({"kind": "c"})
     assert not library_enabled({"kind": "c", "mcpu": "cortex-a57"})
+    assert not library_enabled({"kind": "c", "mtriple": "aarch64-linux-gnu"})

@@ -104,3 +104,41 @@ def test_covers_domains_sees_a_cut_loop(monkeypatch):
     loops = sch.get_loops(pool)
     sch.reverse_compute_at(sch.get_consumers(pool)[0], loops[3], preserve_unit_loops=True)
     assert not workspace_schedule.covers_domains(sch.mod["main"])
+
+
+def _dense_kernel(k: int, n: int):
+    """x[1, K] times w[K, N] (TFLite's FULLY_CONNECTED as Relax legalizes it), bias, ReLU."""
+    from tvm import te, topi
+
+    x = te.placeholder((1, k), "float32", name="x")
+    w = te.placeholder((k, n), "float32", name="w")
+    b = te.placeholder((n,), "float32", name="b")
+    r = te.reduce_axis((0, k), name="k")
+    mm = te.compute((1, n), lambda i, j: te.sum(x[i, r] * w[r, j], axis=r), name="matmul")
+    return te.create_prim_func([x, w, b, topi.nn.relu(topi.add(mm, b))])
+
+
+def test_float_matvec_on_a_vector_unit_sums_rows_of_outputs_in_the_same_order():
+    """On the host the reduction goes outside the loop over outputs (w read contiguously, a
+    loop gcc vectorizes); every output still sums k = 0, 1, ... from the same zero, so the C
+    gives the very bits the scalar schedule gives."""
+    import tvm
+    from utvm.model_library.workspace_schedule import covers_domains, minimize_workspace
+
+    func = _dense_kernel(96, 40)
+    scalar, rows = minimize_workspace(func), minimize_workspace(func, vector_unit=True)
+    assert covers_domains(scalar) and covers_domains(rows)
+
+    # the scalar schedule sums each output over k innermost; the vector one loops outputs inside k
+    assert re.search(r"for k, j in T.grid", rows.script()), rows.script()
+    assert not re.search(r"for k, j in T.grid", scalar.script())
+    rng = np.random.default_rng(0)
+    args = [rng.standard_normal((1, 96)).astype("float32"), rng.standard_normal((96, 40)).astype("float32"),
+            rng.standard_normal(40).astype("float32")]
+    outs = []
+    for f in (scalar, rows):
+        lib = tvm.compile(tvm.IRModule({"main": f}), target="llvm")
+        out = tvm.runtime.tensor(np.zeros((1, 40), "float32"))
+        lib["main"](*[tvm.runtime.tensor(a) for a in args], out)
+        outs.append(out.numpy())
+    np.testing.assert_array_equal(outs[0], outs[1])

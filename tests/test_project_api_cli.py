@@ -108,7 +108,9 @@ def test_create_project_help_shows_the_templates_options():
 def test_the_whole_flow_as_a_new_user_runs_it(tmp_path):
     require_cc()
     make_mlf(tmp_path / "model.tar")
-    result = utvm("create-project", "example", "model.tar", "proj", "-o", "app_name=hello", cwd=tmp_path)
+    # The progress lines show on a terminal; captured here through a pipe, --progress asks for them.
+    result = utvm("--progress", "create-project", "example", "model.tar", "proj", "-o", "app_name=hello",
+                  cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "generating proj" in result.stderr and "next: utvm build proj" in result.stderr
 
@@ -122,7 +124,8 @@ def test_the_whole_flow_as_a_new_user_runs_it(tmp_path):
     # No -o app_name: the project remembers it. The compiler's command line is passed through.
     result = utvm("build", "proj", "-o", "verbose=true", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "building" in result.stderr and "-Werror src/main.c -o build/hello" in result.stderr
+    # In a pipe: no progress line, but the server's echoed build output still shows (no --quiet).
+    assert "building" not in result.stderr and "-Werror src/main.c -o build/hello" in result.stderr
     ran = subprocess.run([str(tmp_path / "proj/build/hello")], capture_output=True, text=True, check=True)
     assert "model tiny: 3 files" in ran.stdout
 
@@ -146,7 +149,8 @@ def test_create_project_compiles_a_model_file_first(tmp_path):
     model = REPO_ROOT.parent / "shared" / "models" / "ad01_int8.tflite"
     if not model.is_file():
         pytest.skip(f"reference model {model.name} not found (../shared/models is absent)")
-    result = utvm("create-project", "example", model, "proj", "-o", "app_name=ad01", cwd=tmp_path)
+    result = utvm("create-project", "example", model, "proj", "-o", "app_name=ad01", "--progress",
+                  cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "compiling" in result.stderr
     with tarfile.open(tmp_path / "proj" / "model.tar") as tar:

@@ -106,7 +106,41 @@ static void widen(const int8_t *src, int32_t k, int16_t *cols, int32_t slot) {
   }
 }
 
-#if !UTVM_NN_DSP
+#if UTVM_NN_SSE2
+/* Two blocks of K per pass: sign-extend 16 weight bytes, and PMADDWD both pixels' columns with
+ * them as they are (pixel 0 by row 0, pixel 1 by row 1) and with their halves swapped (pixel 0 by
+ * row 1, pixel 1 by row 0). Each lane holds a pair of products; the pairs are summed at the end. */
+UTVM_NN_NOINLINE void dot_2x2_sse2(const int16_t *c, const int8_t *w, int32_t blocks, int32_t *acc) {
+  __m128i same = _mm_setzero_si128(), cross = _mm_setzero_si128();
+  int32_t s[4], x[4];
+  for (; blocks >= 2; blocks -= 2) {
+    const __m128i wb = _mm_loadu_si128((const __m128i *)(const void *)w);
+    const __m128i w0 = _mm_srai_epi16(_mm_unpacklo_epi8(wb, wb), 8);
+    const __m128i w1 = _mm_srai_epi16(_mm_unpackhi_epi8(wb, wb), 8);
+    const __m128i c0 = _mm_loadu_si128((const __m128i *)(const void *)c);
+    const __m128i c1 = _mm_loadu_si128((const __m128i *)(const void *)(c + 8));
+    same = _mm_add_epi32(same, _mm_madd_epi16(c0, w0));
+    cross = _mm_add_epi32(cross, _mm_madd_epi16(c0, _mm_shuffle_epi32(w0, _MM_SHUFFLE(1, 0, 3, 2))));
+    same = _mm_add_epi32(same, _mm_madd_epi16(c1, w1));
+    cross = _mm_add_epi32(cross, _mm_madd_epi16(c1, _mm_shuffle_epi32(w1, _MM_SHUFFLE(1, 0, 3, 2))));
+    c += 16;
+    w += 16;
+  }
+  if (blocks) {
+    const __m128i wb = _mm_loadl_epi64((const __m128i *)(const void *)w);
+    const __m128i w0 = _mm_srai_epi16(_mm_unpacklo_epi8(wb, wb), 8);
+    const __m128i c0 = _mm_loadu_si128((const __m128i *)(const void *)c);
+    same = _mm_add_epi32(same, _mm_madd_epi16(c0, w0));
+    cross = _mm_add_epi32(cross, _mm_madd_epi16(c0, _mm_shuffle_epi32(w0, _MM_SHUFFLE(1, 0, 3, 2))));
+  }
+  _mm_storeu_si128((__m128i *)(void *)s, same);
+  _mm_storeu_si128((__m128i *)(void *)x, cross);
+  acc[0] += s[0] + s[1];
+  acc[1] += x[0] + x[1];
+  acc[2] += x[2] + x[3];
+  acc[3] += s[2] + s[3];
+}
+#elif !UTVM_NN_DSP
 /* Without the DSP extension (Cortex-M3, other CPUs): one tap of both pixels and both channels,
  * four loads and four multiply-accumulates. */
 #define UTVM_NN_TAP_2X2(j)                    \
@@ -198,6 +232,9 @@ UTVM_NN_INLINE void dot_2x2(const int16_t *cols, const int8_t *w, int32_t blocks
     c += 4;
     wp += 2;
   }
+#elif UTVM_NN_SSE2
+  dot_2x2_sse2(cols, w, blocks, acc);
+  return;
 #else
   dot_2x2_plain(cols, w, blocks, acc);
   return;

@@ -39,6 +39,27 @@ static void dot_4(const int8_t *x, int32_t k, const int8_t *w, int32_t *acc) {
     a3 = utvm_nn_smlad(w1, xo, a3);
   }
   w = (const int8_t *)(const void *)wp;
+#elif UTVM_NN_SSE2
+  /* A block's 16 weight bytes widened to two vectors (rows 0 and 1, rows 2 and 3), each PMADDWD
+   * with the block's four inputs twice over: lanes hold pairs of products, summed at the end. */
+  __m128i s01 = _mm_setzero_si128(), s23 = _mm_setzero_si128();
+  int32_t s[8];
+  for (; blocks > 0; --blocks) {
+    const __m128i wb = _mm_loadu_si128((const __m128i *)(const void *)w);
+    __m128i xv = _mm_cvtsi32_si128((int)utvm_nn_load32(x));
+    xv = _mm_srai_epi16(_mm_unpacklo_epi8(xv, xv), 8);
+    xv = _mm_unpacklo_epi64(xv, xv);
+    s01 = _mm_add_epi32(s01, _mm_madd_epi16(_mm_srai_epi16(_mm_unpacklo_epi8(wb, wb), 8), xv));
+    s23 = _mm_add_epi32(s23, _mm_madd_epi16(_mm_srai_epi16(_mm_unpackhi_epi8(wb, wb), 8), xv));
+    x += 4;
+    w += 16;
+  }
+  _mm_storeu_si128((__m128i *)(void *)s, s01);
+  _mm_storeu_si128((__m128i *)(void *)(s + 4), s23);
+  a0 += s[0] + s[1];
+  a1 += s[2] + s[3];
+  a2 += s[4] + s[5];
+  a3 += s[6] + s[7];
 #else
   for (; blocks > 0; --blocks) {
     const int32_t x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];

@@ -223,6 +223,18 @@ static void sums_3x3(const int16_t *r0, int32_t pw, int32_t s, int32_t n, const 
   const int32_t k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3], k4 = k[4], k5 = k[5], k6 = k[6], k7 = k[7], k8 = k[8];
   const int16_t *r1 = r0 + pw;
   const int16_t *r2 = r1 + pw;
+#if !UTVM_NN_THUMB2
+  /* Stride 1 on CPUs with vector units: consecutive outputs read consecutive taps, an indexed loop
+   * the compiler vectorizes (on a Cortex-M3 the pointer walk below is shorter). */
+  int32_t x;
+  if (s == 1) {
+    for (x = 0; x < n; ++x) {
+      acc[x] = r0[x] * k0 + r0[x + 1] * k1 + r0[x + 2] * k2 + r1[x] * k3 + r1[x + 1] * k4 + r1[x + 2] * k5 +
+               r2[x] * k6 + r2[x + 1] * k7 + r2[x + 2] * k8;
+    }
+    return;
+  }
+#endif
   for (; n > 0; --n) {
     *acc++ = r0[0] * k0 + r0[1] * k1 + r0[2] * k2 + r1[0] * k3 + r1[1] * k4 + r1[2] * k5 + r2[0] * k6 +
              r2[1] * k7 + r2[2] * k8;
@@ -251,9 +263,26 @@ static void sums_any(const view_t *v, const int16_t *r0, int32_t n, const int8_t
   }
 }
 
+
 /* Requantize n >= 1 sums plus the bias into outputs `stride` bytes apart. */
 UTVM_NN_NOINLINE void store_fast(const int32_t *acc, int32_t n, int8_t *out, int32_t stride, int32_t bias,
                                  int32_t mult, int32_t r, int32_t zp) {
+#if UTVM_NN_SSE2
+  const __m128i vb = _mm_set1_epi32(bias);
+  for (; n >= 4; n -= 4) {
+    const __m128i a = _mm_add_epi32(_mm_loadu_si128((const __m128i *)(const void *)acc), vb);
+    const uint32_t q = utvm_nn_rq_fast_4(a, mult, r, zp);
+    out[0] = (int8_t)q;
+    out[stride] = (int8_t)(q >> 8);
+    out[2 * stride] = (int8_t)(q >> 16);
+    out[3 * stride] = (int8_t)(q >> 24);
+    out += 4 * stride;
+    acc += 4;
+  }
+  if (n == 0) {
+    return;
+  }
+#endif
   do {
     *out = utvm_nn_sat8(utvm_nn_rq_fast(*acc++ + bias, mult, r, zp));
     out += stride;
