@@ -96,10 +96,14 @@ def _parser():
     return parser
 
 
-def test_cli_compile_prints_memory_figures(tmp_path, capsys):
+def test_cli_compile_prints_memory_figures(tmp_path, capsys, monkeypatch):
+    from utvm.cli.common import PROGRESS_ENV, set_progress
+
     model = build_onnx_model("cnn", tmp_path / "cnn.onnx")
     output = tmp_path / "cnn.tar"
     args = _parser().parse_args(["compile", str(model), "-o", str(output), "--target", "cortex-m4"])
+    set_progress(False)  # whatever an earlier command in this process asked for
+    monkeypatch.setenv(PROGRESS_ENV, "1")  # captured stderr is no terminal: ask for the progress lines
     assert args.func(args) == 0
     captured = capsys.readouterr()
     library = ml.load(output)
