@@ -7,6 +7,20 @@
  */
 #include "utvm_nn_arith.h"
 
+#if UTVM_NN_DSP
+/* Two rows' words (w0 for row a, w1 for row b) times the block's four inputs (xe, xo). */
+#define UTVM_NN_TWO_ROWS(a, b)         \
+  UTVM_NN_LDRD_IA(w0, w1, wp);         \
+  t = utvm_nn_sxtb16(w0);              \
+  w0 = utvm_nn_sxtb16_ror8(w0);        \
+  a = utvm_nn_smlad(t, xe, a);         \
+  a = utvm_nn_smlad(w0, xo, a);        \
+  t = utvm_nn_sxtb16(w1);              \
+  w1 = utvm_nn_sxtb16_ror8(w1);        \
+  b = utvm_nn_smlad(t, xe, b);         \
+  b = utvm_nn_smlad(w1, xo, b)
+#endif
+
 static void dot_4(const int8_t *x, int32_t k, const int8_t *w, int32_t *acc) {
   int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
   int32_t blocks = k >> 2;
@@ -19,24 +33,8 @@ static void dot_4(const int8_t *x, int32_t k, const int8_t *w, int32_t *acc) {
     const uint32_t xe = utvm_nn_sxtb16(xw), xo = utvm_nn_sxtb16_ror8(xw);
     uint32_t w0, w1, t;
     x += 4;
-    UTVM_NN_LDRD_IA(w0, w1, wp);
-    t = utvm_nn_sxtb16(w0);
-    w0 = utvm_nn_sxtb16_ror8(w0);
-    a0 = utvm_nn_smlad(t, xe, a0);
-    a0 = utvm_nn_smlad(w0, xo, a0);
-    t = utvm_nn_sxtb16(w1);
-    w1 = utvm_nn_sxtb16_ror8(w1);
-    a1 = utvm_nn_smlad(t, xe, a1);
-    a1 = utvm_nn_smlad(w1, xo, a1);
-    UTVM_NN_LDRD_IA(w0, w1, wp);
-    t = utvm_nn_sxtb16(w0);
-    w0 = utvm_nn_sxtb16_ror8(w0);
-    a2 = utvm_nn_smlad(t, xe, a2);
-    a2 = utvm_nn_smlad(w0, xo, a2);
-    t = utvm_nn_sxtb16(w1);
-    w1 = utvm_nn_sxtb16_ror8(w1);
-    a3 = utvm_nn_smlad(t, xe, a3);
-    a3 = utvm_nn_smlad(w1, xo, a3);
+    UTVM_NN_TWO_ROWS(a0, a1);
+    UTVM_NN_TWO_ROWS(a2, a3);
   }
   w = (const int8_t *)(const void *)wp;
 #elif UTVM_NN_SSE2
@@ -83,6 +81,7 @@ static void dot_4(const int8_t *x, int32_t k, const int8_t *w, int32_t *acc) {
   acc[2] = a2;
   acc[3] = a3;
 }
+#undef UTVM_NN_TWO_ROWS
 
 static int32_t dot_1(const int8_t *x, int32_t k, const int8_t *w, int32_t acc) {
   int32_t j = 0;

@@ -170,6 +170,16 @@ UTVM_NN_INLINE uint32_t pack16(int32_t lo, int32_t hi) { return (uint16_t)lo | (
   "sub %[p], %[p], %[pw], lsl #1\n\t"   \
   "adds %[p], %[p], #8\n\t"
 
+/* The loop over output pairs around one step (UTVM_NN_DW_ROWS_S1 or _S2): the asm's text must
+ * be a literal, so the two strides share it through the preprocessor. */
+#define UTVM_NN_DW_LOOP(step)                                                                                   \
+  __asm__ volatile("1:\n\t" step "subs %[n], %[n], #1\n\t"                                                     \
+                   "bne 1b"                                                                                     \
+                   : [p] "+r"(r0), [acc] "+r"(acc), [n] "+r"(steps), [a0] "=&r"(a0), [a1] "=&r"(a1),            \
+                     [x] "=&r"(x), [y] "=&r"(y)                                                                 \
+                   : [k0] "r"(k0), [k1] "r"(k1), [k2] "r"(k2), [k3] "r"(k3), [k4] "m"(k4), [pw] "r"(pw_bytes) \
+                   : "cc", "memory")
+
 /* A 3x3 kernel along plane rows r0, r0 + pw, r0 + 2 pw: n sums (without the bias), taps `s`
  * apart per output. k: (w00, w01), (w10, w11), (w20, w21) packed, (w02, w12), w22. Two outputs
  * per step share their loads (29 instructions for 18 multiply-accumulates, written out so that the
@@ -185,19 +195,9 @@ static void sums_3x3(const int16_t *r0, int32_t pw, int32_t s, int32_t n, const 
     int32_t a0, a1;
     uint32_t x, y;
     if (s == 1) {
-      __asm__ volatile("1:\n\t" UTVM_NN_DW_ROWS_S1 "subs %[n], %[n], #1\n\t"
-                       "bne 1b"
-                       : [p] "+r"(r0), [acc] "+r"(acc), [n] "+r"(steps), [a0] "=&r"(a0), [a1] "=&r"(a1),
-                         [x] "=&r"(x), [y] "=&r"(y)
-                       : [k0] "r"(k0), [k1] "r"(k1), [k2] "r"(k2), [k3] "r"(k3), [k4] "m"(k4), [pw] "r"(pw_bytes)
-                       : "cc", "memory");
+      UTVM_NN_DW_LOOP(UTVM_NN_DW_ROWS_S1);
     } else {
-      __asm__ volatile("1:\n\t" UTVM_NN_DW_ROWS_S2 "subs %[n], %[n], #1\n\t"
-                       "bne 1b"
-                       : [p] "+r"(r0), [acc] "+r"(acc), [n] "+r"(steps), [a0] "=&r"(a0), [a1] "=&r"(a1),
-                         [x] "=&r"(x), [y] "=&r"(y)
-                       : [k0] "r"(k0), [k1] "r"(k1), [k2] "r"(k2), [k3] "r"(k3), [k4] "m"(k4), [pw] "r"(pw_bytes)
-                       : "cc", "memory");
+      UTVM_NN_DW_LOOP(UTVM_NN_DW_ROWS_S2);
     }
   }
 #else
@@ -217,6 +217,7 @@ static void sums_3x3(const int16_t *r0, int32_t pw, int32_t s, int32_t n, const 
     r0 += s;
   }
 }
+#undef UTVM_NN_DW_LOOP
 #else
 /* A 3x3 kernel along plane rows r0, r0 + pw, r0 + 2 pw: n sums, taps `s` apart per output. */
 static void sums_3x3(const int16_t *r0, int32_t pw, int32_t s, int32_t n, const int32_t *k, int32_t *acc) {
