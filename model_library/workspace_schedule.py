@@ -86,8 +86,7 @@ def _interchange_matvecs(sch) -> None:
         reduce_vars = _reduction_loop_vars(sch, block)
         if len(loops) < 2 or len(reduce_vars) != 1 or not sch.get(loops[-1]).loop_var.same_as(reduce_vars[0]):
             continue
-        inner = sch.get(loops[-2]).loop_var
-        if any(inner.same_as(v) for v in reduce_vars) or int(sch.get(loops[-2]).extent) < 8:
+        if int(sch.get(loops[-2]).extent) < 8:  # too few outputs in a row to vectorize
             continue
         if not _strided_along_reduction(sch, block, loops[-2], loops[-1]):
             continue
